@@ -1,0 +1,52 @@
+"""python -m wsgiapp serve | initdb [--sample] | check"""
+import argparse
+import sys
+
+
+def serve(args):
+    """The development server (wsgiref): what the seed's app.run() block was for, minus the clash with uwsgi."""
+    from wsgiref.simple_server import make_server
+
+    from wsgiapp.app import application
+    with make_server(args.host, args.port, application) as server:
+        print(f'serving on http://{args.host}:{args.port}/ (development only; use uwsgi behind nginx)',
+              file=sys.stderr)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+
+
+def initdb(args):
+    """Create the schema if it is missing, and with --sample add sample rows (idempotently)."""
+    from wsgiapp import config, db
+    try:
+        rows = db.initdb(config.from_environ(), sample=args.sample)
+    except db.Unavailable as error:
+        sys.exit(f'initdb: {error}')
+    print(f'initdb: vc_admin is ready with {rows} rows', file=sys.stderr)
+
+
+def check(args):
+    from wsgiapp import check as diagnose
+    sys.exit(diagnose.main(args))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='python -m wsgiapp', description=__doc__)
+    commands = parser.add_subparsers(dest='command', required=True)
+    serve_parser = commands.add_parser('serve', help='run the development server')
+    serve_parser.add_argument('--host', default='127.0.0.1')
+    serve_parser.add_argument('--port', type=int, default=8000)
+    serve_parser.set_defaults(run=serve)
+    initdb_parser = commands.add_parser('initdb', help='create the vc_admin table if it is missing')
+    initdb_parser.add_argument('--sample', action='store_true', help='also add a few sample rows')
+    initdb_parser.set_defaults(run=initdb)
+    check_parser = commands.add_parser('check', help='diagnose a deployment')
+    check_parser.set_defaults(run=check)
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,90 @@
+"""The WSGI entry point, `application(environ, start_response)`, and the one place where
+what a handler returns or raises becomes a status line, headers and bytes.
+
+uwsgi loads it by file (`uwsgi --socket /tmp/my.sock --wsgi-file wsgiapp/app.py`), so it
+uses absolute imports only, and there is no `app.run()` block: `python -m wsgiapp serve`
+is the development server.
+"""
+import json
+import os
+import sys
+import traceback
+
+if __package__ in (None, ''):  # loaded by path, as uwsgi's wsgi-file does: find the package beside it
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from wsgiapp import config, db, pages, routing  # noqa: E402
+from wsgiapp.http import (STATUS_LINES, BadRequest, HTTPError, Request,  # noqa: E402
+                          ServiceUnavailable, html, json_response, text)
+from wsgiapp.views import Views  # noqa: E402
+
+CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; "
+       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+NO_BODY = (204, 304)
+
+
+class Application:
+    def __init__(self, settings):
+        self.settings = settings
+        self.router = routing.build(Views(settings, db.Database(settings)))
+
+    def __call__(self, environ, start_response):
+        request = Request(environ)
+        try:
+            if request.path is None:
+                raise BadRequest('the path is not valid UTF-8')
+            handler, args = self.router.resolve(request.method, request.path)
+            response = handler(request, *args)
+        except HTTPError as error:
+            response = self.error(request, error)
+        except db.Unavailable as error:
+            response = self.error(request, self.unavailable(request, error))
+        except Exception:
+            self.log(request, 'unexpected error\n' + traceback.format_exc())
+            response = self.error(request, HTTPError('internal server error; see the server log'))
+        return self.send(request, response, start_response)
+
+    def unavailable(self, request, error):
+        if self.settings.database is None:
+            return ServiceUnavailable(f'the database is not configured: {self.settings.database_problem}', 30)
+        self.log(request, f'database unavailable: {error}')
+        return ServiceUnavailable('the database is unavailable; try again shortly')
+
+    def error(self, request, error):
+        """An HTTPError as a response in the kind of the route: JSON, plain text or HTML."""
+        kind = routing.kind_of(request.path or '')
+        if kind == 'json':
+            body = {'error': {'status': error.status, 'message': error.message}}
+            return json_response(body, error.status, error.headers)
+        if kind == 'text':
+            return text(error.message + '\n', error.status, error.headers)
+        reason = STATUS_LINES[error.status].partition(' ')[2]
+        return html(pages.error(error.status, reason, error.message), error.status, error.headers)
+
+    def send(self, request, response, start_response):
+        """Bytes, an exact Content-Length and the common headers, for every response (cf. Bottle's _cast)."""
+        body = response.body
+        if isinstance(body, str):
+            body = body.encode('utf-8')
+        elif not isinstance(body, bytes):
+            body = json.dumps(body, ensure_ascii=False, separators=(',', ':')).encode('utf-8')
+        headers = [('X-Content-Type-Options', 'nosniff'), ('X-Request-ID', request.id)]
+        if response.status in NO_BODY:
+            body = b''
+        else:
+            headers.append(('Content-Type', response.content_type))
+            headers.append(('Content-Length', str(len(body))))
+            if response.content_type.startswith('text/html'):
+                headers.append(('Content-Security-Policy', CSP))
+        headers.extend(response.headers)
+        start_response(STATUS_LINES[response.status], headers)
+        return [] if request.method == 'HEAD' or not body else [body]
+
+    @staticmethod
+    def log(request, message):
+        errors = request.environ['wsgi.errors']
+        errors.write(f'[wsgiapp] [{request.id}] {request.method} {request.path!r}: {message}\n')
+        errors.flush()
+
+
+application = Application(config.from_environ())

@@ -1,0 +1,204 @@
+"""HTTP without a framework: the Request a handler reads, the Response it returns,
+and one exception class per error status, raised where the problem is found."""
+import hmac
+import json
+import re
+import secrets
+from http import HTTPStatus
+from urllib.parse import parse_qs
+
+STATUS_LINES = {status.value: f'{status.value} {status.phrase}' for status in HTTPStatus}
+_DECIMAL = re.compile(r'[0-9]{1,20}')
+_REQUEST_ID = re.compile(r'[A-Za-z0-9._:-]{1,128}')
+
+
+class HTTPError(Exception):
+    status = 500
+
+    def __init__(self, message, headers=()):
+        super().__init__(message)
+        self.message = message
+        self.headers = list(headers)
+
+
+class BadRequest(HTTPError):
+    status = 400
+
+
+class Unauthorized(HTTPError):
+    status = 401
+
+    def __init__(self, message, error=None):
+        challenge = 'Bearer realm="wsgiapp"' + (f', error="{error}"' if error else '')
+        super().__init__(message, [('WWW-Authenticate', challenge)])
+
+
+class Forbidden(HTTPError):
+    status = 403
+
+
+class NotFound(HTTPError):
+    status = 404
+
+
+class MethodNotAllowed(HTTPError):
+    status = 405
+
+    def __init__(self, allowed):
+        allow = ', '.join(allowed)
+        super().__init__(f'method not allowed here; allowed: {allow}', [('Allow', allow)])
+
+
+class Conflict(HTTPError):
+    status = 409
+
+
+class PayloadTooLarge(HTTPError):
+    status = 413
+
+
+class UnsupportedMediaType(HTTPError):
+    status = 415
+
+
+class UnprocessableEntity(HTTPError):
+    status = 422
+
+
+class ServiceUnavailable(HTTPError):
+    status = 503
+
+    def __init__(self, message, retry_after=1):
+        super().__init__(message, [('Retry-After', str(retry_after))])
+
+
+class Response:
+    """What a handler returns. `body` is str (HTML or text), a JSON-able object, or
+    bytes; the application turns it into bytes in one place."""
+    __slots__ = ('body', 'status', 'content_type', 'headers')
+
+    def __init__(self, body, status=200, content_type='text/html; charset=utf-8', headers=()):
+        self.body = body
+        self.status = status
+        self.content_type = content_type
+        self.headers = list(headers)
+
+
+def html(body, status=200, headers=()):
+    return Response(body, status, 'text/html; charset=utf-8', headers)
+
+
+def json_response(data, status=200, headers=()):
+    return Response(data, status, 'application/json', headers)
+
+
+def text(body, status=200, headers=()):
+    return Response(body, status, 'text/plain; charset=utf-8', headers)
+
+
+def no_content():
+    return Response(b'', 204, None)
+
+
+def _reject_constant(name):
+    raise ValueError(f'{name} is not JSON')
+
+
+class Request:
+    """One request, decoded lazily and exactly as PEP 3333 hands it over."""
+
+    def __init__(self, environ):
+        self.environ = environ
+        self.method = environ['REQUEST_METHOD']
+        self._query = None
+        self._id = None
+        # PEP 3333: PATH_INFO is bytes carried in a latin-1 str; the bytes are UTF-8.
+        try:
+            self.path = environ.get('PATH_INFO', '').encode('latin-1').decode('utf-8')
+        except UnicodeError:
+            self.path = None  # app.py answers 400
+
+    @property
+    def id(self):
+        if self._id is None:
+            given = self.environ.get('HTTP_X_REQUEST_ID', '')
+            self._id = given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(16)
+        return self._id
+
+    @property
+    def query(self):
+        if self._query is None:
+            self._query = parse_qs(self.environ.get('QUERY_STRING', ''), keep_blank_values=True)
+        return self._query
+
+    def int_param(self, name, default, minimum, maximum):
+        """A plain decimal query parameter in [minimum, maximum], else 400."""
+        values = self.query.get(name)
+        if values is None:
+            return default
+        if len(values) > 1:
+            raise BadRequest(f'query parameter {name!r} is given more than once')
+        if _DECIMAL.fullmatch(values[0]):
+            value = int(values[0])
+            if minimum <= value <= maximum:
+                return value
+        raise BadRequest(f'query parameter {name!r} must be a decimal integer from {minimum} to {maximum}')
+
+    def require_bearer(self, token):
+        """403 when writes are disabled, 401 unless the bearer token matches (in constant time)."""
+        if not token:
+            raise Forbidden('writes are disabled on this server (WSGIAPP_API_TOKEN is not set)')
+        scheme, _, given = self.environ.get('HTTP_AUTHORIZATION', '').strip().partition(' ')
+        given = given.strip()
+        if scheme.lower() != 'bearer' or not given:
+            raise Unauthorized('this request needs an Authorization: Bearer token')
+        if not hmac.compare_digest(given.encode('latin-1', 'replace'), token.encode('utf-8')):
+            raise Unauthorized('the bearer token is not valid', error='invalid_token')
+
+    def json_object(self, max_body):
+        """The body as a JSON object: 413, 415, then 400, in that order.
+        The body is read only up to CONTENT_LENGTH, and not at all when it is too long."""
+        raw_length = self.environ.get('CONTENT_LENGTH', '').strip()
+        length = int(raw_length) if _DECIMAL.fullmatch(raw_length) else None
+        if length is not None and length > max_body:
+            raise PayloadTooLarge(f'the request body is over {max_body} bytes')
+        media_type, _, params = self.environ.get('CONTENT_TYPE', '').partition(';')
+        if media_type.strip().lower() != 'application/json':
+            raise UnsupportedMediaType('the request body must be application/json')
+        charset = params.strip().lower()
+        if charset and charset.replace(' ', '') not in ('charset=utf-8', 'charset="utf-8"'):
+            raise UnsupportedMediaType('the request body must be encoded as utf-8')
+        if raw_length and length is None:
+            raise BadRequest('Content-Length is not a decimal number')
+        if length is None:
+            if not self.environ.get('wsgi.input_terminated'):
+                raise BadRequest('the request body is empty; send a JSON object')
+            data = self._read(max_body + 1)  # chunked: read one byte past the limit to detect it
+            if len(data) > max_body:
+                raise PayloadTooLarge(f'the request body is over {max_body} bytes')
+        else:
+            data = self._read(length)
+            if len(data) < length:
+                raise BadRequest('the request body is shorter than its Content-Length')
+        try:
+            value = json.loads(data.decode('utf-8'), parse_constant=_reject_constant)
+        except UnicodeDecodeError:
+            raise BadRequest('the request body is not valid UTF-8') from None
+        except (ValueError, RecursionError):
+            raise BadRequest('the request body is not valid JSON') from None
+        if not isinstance(value, dict):
+            raise BadRequest('the request body must be a JSON object')
+        return value
+
+    def _read(self, size):
+        stream, chunks, left = self.environ['wsgi.input'], [], size
+        try:
+            while left > 0:
+                chunk = stream.read(left)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left -= len(chunk)
+        except OSError:  # the client went away or timed out mid-body
+            raise BadRequest('the request body could not be read') from None
+        return b''.join(chunks)

@@ -1,0 +1,10 @@
+-- The one table. Created idempotently by `python -m wsgiapp initdb`.
+-- utf8mb4 so that Chinese names and emoji round-trip; utf8mb4_bin so that names are
+-- unique byte for byte (a _ci collation would make 'Alice' and 'alice', or two emoji, collide).
+CREATE TABLE IF NOT EXISTS vc_admin (
+    id         INT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+    name       VARCHAR(64)  NOT NULL,
+    email      VARCHAR(254) NOT NULL,
+    created_at TIMESTAMP    NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    UNIQUE KEY vc_admin_name (name)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

@@ -1,0 +1,119 @@
+"""The handlers. Each takes a Request (and what the route captured) and returns a Response
+or raises an HTTPError; none calls start_response or encodes anything."""
+import json
+import unicodedata
+
+from wsgiapp import db, pages
+from wsgiapp.http import (Conflict, NotFound, UnprocessableEntity,
+                          html, json_response, no_content, text)
+from wsgiapp.openapi import OPENAPI
+
+MAX_ID = 2**32 - 1  # INT UNSIGNED
+DEFAULT_LIMIT, MAX_LIMIT = 10, 100
+FIELD_LIMITS = {'name': 64, 'email': 254}
+
+
+def _check_text(field, value):
+    """A field's value: a non-empty single-line string within its length, no outer spaces."""
+    if not isinstance(value, str):
+        raise UnprocessableEntity(f'{field} must be a string')
+    if not value or value.strip() != value:
+        raise UnprocessableEntity(f'{field} must not be empty or start or end with whitespace')
+    if len(value) > FIELD_LIMITS[field]:
+        raise UnprocessableEntity(f'{field} must be at most {FIELD_LIMITS[field]} characters')
+    if any(unicodedata.category(char) in ('Cc', 'Cs') for char in value):
+        raise UnprocessableEntity(f'{field} must not contain control characters or lone surrogates')
+    if field == 'email':
+        local, at, domain = value.rpartition('@')
+        if not (local and at and domain) or any(char.isspace() for char in value):
+            raise UnprocessableEntity('email must look like user@host, without spaces')
+    return value
+
+
+def validate(body, partial):
+    """The fields of a JSON object body, or 422 naming the field at fault."""
+    for field in body:
+        if field not in FIELD_LIMITS:
+            raise UnprocessableEntity(f'{field} is not a known field; send name and email only')
+    if not partial:
+        for field in FIELD_LIMITS:
+            if field not in body:
+                raise UnprocessableEntity(f'{field} is required')
+    elif not body:
+        raise UnprocessableEntity('name or email is required')
+    return {field: _check_text(field, value) for field, value in body.items()}
+
+
+class Views:
+    def __init__(self, settings, database):
+        self.settings = settings
+        self.db = database
+        self.openapi = json.dumps(OPENAPI, indent=1).encode('utf-8')  # built once
+
+    def _page(self, request):
+        limit = request.int_param('limit', DEFAULT_LIMIT, 1, MAX_LIMIT)
+        after = request.int_param('after', 0, 0, MAX_ID)
+        rows = self.db.list_admins(after, limit + 1)  # one more row tells whether a next page exists
+        if len(rows) > limit:
+            return rows[:limit], f'?after={rows[limit - 1][0]}&limit={limit}'
+        return rows, None
+
+    # HTML
+
+    def hello(self, request, name=None):
+        return html(pages.HELLO_WORLD if name is None else pages.hello(name))
+
+    def admins_page(self, request):
+        rows, next_query = self._page(request)
+        return html(pages.admins(rows, next_query and '/admins' + next_query))
+
+    # JSON API
+
+    def list_admins(self, request):
+        rows, next_query = self._page(request)
+        return json_response({'items': [db.as_item(row) for row in rows],
+                              'next': next_query and '/api/admins' + next_query})
+
+    def get_admin(self, request, admin_id):
+        row = self.db.get_admin(int(admin_id))
+        if row is None:
+            raise NotFound(f'admin {admin_id} does not exist')
+        return json_response(db.as_item(row))
+
+    def create_admin(self, request):
+        request.require_bearer(self.settings.api_token)
+        fields = validate(request.json_object(self.settings.max_body), partial=False)
+        try:
+            row = self.db.create_admin(fields['name'], fields['email'])
+        except db.DuplicateName:
+            raise Conflict('an admin with this name already exists') from None
+        return json_response(db.as_item(row), 201, [('Location', f'/api/admins/{row[0]}')])
+
+    def update_admin(self, request, admin_id):
+        request.require_bearer(self.settings.api_token)
+        changes = validate(request.json_object(self.settings.max_body), partial=True)
+        try:
+            row = self.db.update_admin(int(admin_id), changes)
+        except db.DuplicateName:
+            raise Conflict('an admin with this name already exists') from None
+        if row is None:
+            raise NotFound(f'admin {admin_id} does not exist')
+        return json_response(db.as_item(row))
+
+    def delete_admin(self, request, admin_id):
+        request.require_bearer(self.settings.api_token)
+        if not self.db.delete_admin(int(admin_id)):
+            raise NotFound(f'admin {admin_id} does not exist')
+        return no_content()
+
+    def openapi_document(self, request):
+        return json_response(self.openapi)
+
+    # Operations
+
+    def healthz(self, request):
+        return text('ok\n')
+
+    def readyz(self, request):
+        self.db.ping(timeout=1)  # db.Unavailable becomes a 503, in app.py
+        return text('ready\n')
