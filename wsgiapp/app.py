@@ -26,7 +26,8 @@ NO_BODY = (204, 304)
 class Application:
     def __init__(self, settings):
         self.settings = settings
-        self.router = routing.build(Views(settings, db.Database(settings)))
+        self.database = db.Database(settings)
+        self.router = routing.build(Views(settings, self.database))
 
     def __call__(self, environ, start_response):
         request = Request(environ)

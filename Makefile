@@ -1,0 +1,38 @@
+# make run | stop | status | check | test | bench — each works from a fresh clone.
+# Debian packages are installed with apt-get when missing (as root, or through sudo);
+# everything Python lives in the virtualenv $(VENV); all runtime state lives in $(VAR)/.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+VAR ?= var
+PORT ?= 8080
+BIN := $(VENV)/bin
+DEBIAN_PACKAGES := mariadb-server mariadb-client nginx libmariadb-dev pkg-config gcc \
+                   python3-dev python3-venv chromium wrk
+
+.PHONY: all deps venv run stop status check test bench clean
+all: run
+
+deps:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "==> installing Debian packages:" $$missing; \
+	    sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	    $$sudo apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: setup.cfg pyproject.toml | deps
+	@echo "==> creating the virtualenv $(VENV) (uwsgi compiles from source: a minute or two)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+test: venv
+	$(BIN)/python -m pytest
+
+clean: stop
+	rm -rf $(VAR) $(VENV) *.egg-info

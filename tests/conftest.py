@@ -1,0 +1,96 @@
+"""Fixtures: a real MariaDB (a private one the suite starts, or DATABASE_URL when given)
+and the application driven through WebTest with its lint on."""
+import os
+from dataclasses import replace
+
+import MySQLdb
+import pytest
+import webtest
+
+from tests.stack import MariaDB
+from wsgiapp import config, db
+from wsgiapp.app import Application
+
+TOKEN = 's3cret-token'
+
+
+@pytest.fixture(scope='session')
+def mariadb(tmp_path_factory):
+    """The private server, or None when the suite runs against a given DATABASE_URL."""
+    if os.environ.get('DATABASE_URL'):
+        yield None
+        return
+    server = MariaDB(tmp_path_factory.mktemp('db'))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope='session')
+def database_url(mariadb):
+    """The application's own URL: a user with SELECT, INSERT, UPDATE, DELETE only."""
+    return mariadb.url() if mariadb else os.environ['DATABASE_URL']
+
+
+@pytest.fixture(scope='session')
+def admin_url(mariadb):
+    """A user allowed to create and truncate the table."""
+    return mariadb.admin_url() if mariadb else os.environ['DATABASE_URL']
+
+
+@pytest.fixture(scope='session')
+def admin_kwargs(admin_url):
+    db.initdb(config.from_environ({'DATABASE_URL': admin_url}))
+    return dict(config.parse_database_url(admin_url), charset='utf8mb4', autocommit=True)
+
+
+@pytest.fixture
+def sql(admin_kwargs):
+    """Run SQL as the admin user, outside the application: to arrange and to check."""
+    con = MySQLdb.connect(**admin_kwargs)
+
+    def run(statement, args=None):
+        cursor = con.cursor()
+        cursor.execute(statement, args)
+        return cursor.fetchall()
+    run.connection = con
+    run('TRUNCATE TABLE vc_admin')
+    yield run
+    con.close()
+
+
+@pytest.fixture
+def settings(database_url):
+    return config.from_environ({'DATABASE_URL': database_url, 'WSGIAPP_API_TOKEN': TOKEN})
+
+
+@pytest.fixture
+def make_app(settings):
+    """make_app(**changes): a TestApp over an Application built with changed settings."""
+    apps = []
+
+    def make(**changes):
+        application = Application(replace(settings, **changes))
+        apps.append(application)
+        return webtest.TestApp(application, lint=True)
+    return make
+
+
+@pytest.fixture
+def app(make_app, sql):
+    """The application over an empty vc_admin."""
+    return make_app()
+
+
+@pytest.fixture
+def auth():
+    return {'Authorization': f'Bearer {TOKEN}'}
+
+
+@pytest.fixture
+def add(sql):
+    """add(name, email=None) -> id: a row inserted the seed's way, outside the application."""
+    def insert(name, email=None):
+        sql('INSERT INTO vc_admin (name, email) VALUES (%s, %s)', (name, email or 'someone@example.com'))
+        return sql('SELECT LAST_INSERT_ID()')[0][0]
+    return insert

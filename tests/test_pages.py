@@ -1,0 +1,153 @@
+"""The HTML routes, routing, and what every response carries; no database needed."""
+from html import escape
+from urllib.parse import quote
+from wsgiref.util import setup_testing_defaults
+from wsgiref.validate import validator
+
+import pytest
+import webtest
+
+from wsgiapp import config
+from wsgiapp.app import Application
+from wsgiapp.routing import RESERVED
+
+
+@pytest.fixture
+def bare():
+    """The app with no DATABASE_URL at all: it must still import and serve what needs no database."""
+    return webtest.TestApp(Application(config.from_environ({})), lint=True)
+
+
+def test_root_says_hello_world_as_utf8_html(bare):
+    response = bare.get('/')
+    assert response.status_int == 200
+    assert response.headers['Content-Type'] == 'text/html; charset=utf-8'
+    assert '<h1>hello world</h1>' in response.text
+    assert int(response.headers['Content-Length']) == len(response.body)
+
+
+@pytest.mark.parametrize('name', ['fulin', '张三', 'Zoë 🚀', 'a b', "o'neil"])
+def test_name_is_decoded_as_utf8_from_the_latin1_path(bare, name):
+    response = bare.get('/' + quote(name))
+    assert response.status_int == 200
+    assert response.text.count('<h1>hello, ') == 1
+    assert f'<h1>hello, {escape(name)}</h1>' in response.text
+
+
+def test_name_markup_is_escaped_not_executed(bare):
+    response = bare.get('/' + quote('<script>alert(1)'))
+    assert '<script>' not in response.text
+    assert '<h1>hello, &lt;script&gt;alert(1)</h1>' in response.text
+    response = bare.get('/' + quote('"><img src=x onerror=alert(1)>'))
+    assert '<img' not in response.text
+    assert '&quot;&gt;&lt;img' in response.text
+
+
+@pytest.mark.parametrize('raw', ['%FF', '%C3%28', '%ED%A0%80', '%C0%AF', 'caf%E9'])
+def test_a_path_that_is_not_utf8_is_400(bare, raw):
+    response = bare.get('/' + raw, status=400)
+    assert response.headers['Content-Type'] == 'text/html; charset=utf-8'
+    assert 'UTF-8' in response.text
+
+
+@pytest.mark.parametrize('word', [w for w in RESERVED if w not in ('admins', 'healthz', 'readyz', 'openapi.json')])
+def test_reserved_words_are_never_names(bare, word):
+    response = bare.get('/' + word, status=404)
+    assert 'hello,' not in response.text
+
+
+@pytest.mark.parametrize('path', ['/a/b', '/name/', '/static/style.css', '/api/nothing', '//'])
+def test_unknown_paths_are_404(bare, path):
+    response = bare.get(path, status=404)
+    expected = 'application/json' if path.startswith('/api/') else 'text/html; charset=utf-8'
+    assert response.headers['Content-Type'] == expected
+
+
+def test_markup_in_a_404_path_is_escaped(bare):
+    response = bare.get('/' + quote('<script>x</script>'), status=404)
+    assert '<script>' not in response.text
+    assert '&lt;script&gt;x&lt;/script&gt;' in response.text
+
+
+def test_api_404_is_json_error_shape(bare):
+    response = bare.get('/api/nothing', status=404)
+    assert response.json == {'error': {'status': 404, 'message': 'nothing is at /api/nothing'}}
+
+
+@pytest.mark.parametrize('method, path, allow', [
+    ('POST', '/', 'GET, HEAD'),
+    ('DELETE', '/someone', 'GET, HEAD'),
+    ('PUT', '/admins', 'GET, HEAD'),
+    ('PUT', '/api/admins', 'GET, HEAD, POST'),
+    ('POST', '/api/admins/1', 'DELETE, GET, HEAD, PATCH'),
+    ('POST', '/healthz', 'GET, HEAD'),
+    ('OPTIONS', '/openapi.json', 'GET, HEAD'),
+])
+def test_wrong_method_is_405_with_allow(bare, method, path, allow):
+    response = bare.request(path, method=method, status=405, expect_errors=True)
+    assert response.headers['Allow'] == allow
+
+
+def test_head_has_get_headers_and_no_body(bare):
+    get = bare.get('/' + quote('张三'))
+    head = bare.head('/' + quote('张三'))
+    assert head.status_int == 200 and head.body == b''
+    assert head.headers['Content-Length'] == get.headers['Content-Length']
+    assert head.headers['Content-Type'] == get.headers['Content-Type']
+
+
+def test_security_headers_on_every_response(bare):
+    for path, status in [('/', 200), ('/nope/nope', 404), ('/healthz', 200), ('/api/x', 404)]:
+        response = bare.get(path, status=status)
+        assert response.headers['X-Content-Type-Options'] == 'nosniff'
+        assert response.headers['X-Request-ID']
+    html_page = bare.get('/')
+    assert "default-src 'none'" in html_page.headers['Content-Security-Policy']
+    assert "style-src 'self'" in html_page.headers['Content-Security-Policy']
+    assert 'Content-Security-Policy' not in bare.get('/healthz').headers
+
+
+def test_request_id_is_taken_from_nginx_or_generated(bare):
+    assert bare.get('/', headers={'X-Request-ID': 'abc123'}).headers['X-Request-ID'] == 'abc123'
+    generated = {bare.get('/').headers['X-Request-ID'] for _ in range(3)}
+    assert len(generated) == 3
+    # Something that could forge a log line or a header is replaced, not echoed.
+    hostile = bare.get('/', headers={'X-Request-ID': 'a b<script>'}).headers['X-Request-ID']
+    assert hostile != 'a b<script>' and len(hostile) == 32
+
+
+def test_healthz_needs_no_database(bare):
+    response = bare.get('/healthz')
+    assert response.headers['Content-Type'] == 'text/plain; charset=utf-8'
+    assert response.text == 'ok\n'
+
+
+@pytest.mark.parametrize('path', ['/admins', '/api/admins', '/api/admins/1', '/readyz'])
+def test_database_routes_say_which_variable_is_missing(bare, path):
+    response = bare.get(path, status=503)
+    assert 'DATABASE_URL' in response.text
+    assert response.headers['Retry-After']
+
+
+def test_malformed_database_url_is_503_without_the_password():
+    app = webtest.TestApp(Application(config.from_environ(
+        {'DATABASE_URL': 'postgres://user:hunter2@db/x'})))
+    response = app.get('/api/admins', status=503)
+    assert 'DATABASE_URL' in response.text
+    assert 'hunter2' not in response.text
+
+
+def test_pep3333_conformance_under_wsgiref_validator():
+    """wsgiref's validator is stricter than WebTest's lint (no Content-Type on a 204, for one)."""
+    checked = validator(Application(config.from_environ({})))
+    for method, path, expected in [('GET', '/', '200'), ('HEAD', '/x', '200'), ('GET', '/a/b', '404'),
+                                   ('POST', '/', '405'), ('GET', '/%FF', '400'), ('GET', '/api/admins', '503')]:
+        environ = {'REQUEST_METHOD': method, 'PATH_INFO': path.replace('%FF', '\xff'),
+                   'SCRIPT_NAME': '', 'QUERY_STRING': ''}
+        setup_testing_defaults(environ)
+        seen = []
+        result = checked(environ, lambda status, headers, exc_info=None: seen.append(status))
+        body = b''.join(result)
+        result.close()
+        assert seen[0].startswith(expected), (path, seen)
+        assert (body == b'') == (method == 'HEAD')
