@@ -36,3 +36,12 @@ test: venv
 
 clean: stop
 	rm -rf $(VAR) $(VENV) *.egg-info
+
+run: venv
+	@$(BIN)/python -m tests.stack up $(VAR) --port $(PORT)
+
+stop:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tests.stack down $(VAR); fi
+
+status:
+	@$(BIN)/python -m tests.stack status $(VAR)

@@ -65,8 +65,10 @@ class MariaDB:
     def __init__(self, base, port=None):
         self.base = Path(base).resolve()
         self.datadir = self.base / 'mariadb'
-        self.socket = self.base / 'mariadb.sock'
-        self.pidfile = self.base / 'mariadb.pid'
+        # Socket and pid file in a directory only we can enter: root has no password here.
+        self.run_dir = self.base / 'mariadb-run'
+        self.socket = self.run_dir / 'mysqld.sock'
+        self.pidfile = self.run_dir / 'mysqld.pid'
         self.log = self.base / 'mariadb.log'
         self.port = port
 
@@ -97,8 +99,14 @@ class MariaDB:
     def start(self):
         if self.pid():
             say(f'MariaDB is already running (pid {self.pid()}, socket {self.socket})')
-            return
-        self.base.mkdir(parents=True, exist_ok=True)
+        else:
+            self._start()
+        self._wait_ready()
+        self._create_app_user()
+
+    def _start(self):
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.chmod(0o700)
         as_root = ['--user=root'] if os.geteuid() == 0 else []
         if not (self.datadir / 'mysql').is_dir():
             say(f'creating a private MariaDB data directory in {self.datadir}')
@@ -116,8 +124,6 @@ class MariaDB:
              '--innodb-buffer-pool-size=256M', '--max-connections=1000', '--skip-name-resolve'],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
-        self._wait_ready()
-        self._create_app_user()
 
     def _wait_ready(self, seconds=60):
         import MySQLdb
@@ -158,19 +164,215 @@ class MariaDB:
         shutil.rmtree(self.datadir, ignore_errors=True)
 
 
+def _owner():
+    """user:group for the uwsgi socket. As root, nginx's workers run as www-data (see
+    Nginx.render), so the socket goes to that group, as in production."""
+    import grp
+    import pwd
+    if os.geteuid() == 0:
+        return 'root:www-data'
+    return f'{pwd.getpwuid(os.geteuid()).pw_name}:{grp.getgrgid(os.getegid()).gr_name}'
+
+
+class Uwsgi:
+    """uwsgi from the virtualenv, run with conf/uwsgi.ini as is; only the run directory
+    and the socket owner come from the environment, as systemd's unit sets them."""
+
+    def __init__(self, base, ini=ROOT / 'conf' / 'uwsgi.ini'):
+        self.base = Path(base).resolve()
+        self.run_dir = self.base / 'run'
+        self.socket = self.run_dir / 'uwsgi.sock'
+        self.pidfile = self.run_dir / 'uwsgi.pid'
+        self.stats = self.run_dir / 'stats.sock'
+        self.log = self.base / 'uwsgi.log'
+        self.ini = ini
+
+    def pid(self):
+        return _pid_alive(self.pidfile)
+
+    def start(self, environ, args=()):
+        if self.pid():
+            say(f'uwsgi is already running (pid {self.pid()}, socket {self.socket})')
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, 'WSGIAPP_RUN_DIR': str(self.run_dir), 'WSGIAPP_SOCKET_OWNER': _owner(), **environ}
+        say(f'starting uwsgi on {self.socket} (log: {self.log})')
+        with open(self.log, 'ab') as log:
+            process = subprocess.Popen(
+                [str(Path(sys.executable).parent / 'uwsgi'), '--ini', str(self.ini), *args],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not (self.socket.exists() and self.pid()):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f'uwsgi did not start; its log says:\n{_tail(self.log)}')
+            time.sleep(0.05)
+        self.process = process
+
+    def reload(self):
+        os.kill(self.pid(), signal.SIGHUP)
+
+    def stop(self):
+        pid = self.pid()
+        if pid:
+            say(f'stopping uwsgi (pid {pid})')
+            os.kill(pid, signal.SIGTERM)
+            if not _wait_gone(pid, 40):
+                os.killpg(pid, signal.SIGKILL)
+                _wait_gone(pid, 10)
+        for leftover in (self.socket, self.pidfile, self.stats):
+            leftover.unlink(missing_ok=True)
+
+
+class Nginx:
+    """nginx with a config generated from conf/nginx/wsgiapp.conf: the same site, with
+    only the listen address, the paths and the logs moved under our directory."""
+
+    def __init__(self, base, port, upstream):
+        self.base = Path(base).resolve()
+        self.port = port
+        self.upstream = upstream
+        self.conf = self.base / 'nginx.conf'
+        self.site = self.base / 'nginx-site.conf'
+        self.pidfile = self.base / 'nginx.pid'
+        self.error_log = self.base / 'nginx-error.log'
+        self.access_log = self.base / 'nginx-access.log'
+
+    def pid(self):
+        return _pid_alive(self.pidfile)
+
+    def render(self):
+        site = (ROOT / 'conf' / 'nginx' / 'wsgiapp.conf').read_text()
+        for old, new in [('listen 80;', f'listen 127.0.0.1:{self.port};'),
+                         ('/srv/wsgiapp/conf/static', str(ROOT / 'conf' / 'static')),
+                         ('unix:/run/wsgiapp/uwsgi.sock', f'unix:{self.upstream}'),
+                         ('/var/log/nginx/wsgiapp.access.log', str(self.access_log)),
+                         ('/var/log/nginx/wsgiapp.error.log', str(self.error_log))]:
+            if old not in site:
+                raise RuntimeError(f'conf/nginx/wsgiapp.conf no longer contains {old!r}')
+            site = site.replace(old, new)
+        self.site.write_text(site)
+        shutil.copy('/etc/nginx/uwsgi_params', self.base / 'uwsgi_params')
+        temp = self.base / 'nginx-temp'
+        temp.mkdir(exist_ok=True)
+        # As root, workers drop to www-data as Debian's nginx does; otherwise they run as us.
+        user = 'user www-data;\n' if os.geteuid() == 0 else ''
+        self.conf.write_text(
+            f'# Generated from conf/nginx/wsgiapp.conf by tests/stack.py: edit that file instead.\n'
+            f'{user}worker_processes 1;\npid {self.pidfile};\nerror_log {self.error_log} warn;\n'
+            'events { worker_connections 1024; }\n'
+            'http {\n    include /etc/nginx/mime.types;\n    default_type application/octet-stream;\n'
+            '    sendfile on;\n    tcp_nopush on;\n    keepalive_timeout 65;\n'
+            + ''.join(f'    {kind}_temp_path {temp}/{kind};\n'
+                      for kind in ('client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'))
+            + f'    include {self.site};\n}}\n')
+
+    def start(self):
+        if self.pid():
+            say(f'nginx is already running (pid {self.pid()}, port {self.port})')
+            return
+        self.render()
+        say(f'starting nginx on http://127.0.0.1:{self.port}/ (config: {self.conf})')
+        done = subprocess.run(['nginx', '-p', str(self.base), '-c', str(self.conf)],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f'nginx did not start:\n{done.stderr}{_tail(self.error_log)}')
+
+    def stop(self):
+        pid = self.pid()
+        if pid:
+            say(f'stopping nginx (pid {pid})')
+            os.kill(pid, signal.SIGQUIT)  # graceful: finish the requests in flight
+            if not _wait_gone(pid, 15):
+                os.kill(pid, signal.SIGTERM)
+                _wait_gone(pid, 10)
+        self.pidfile.unlink(missing_ok=True)
+
+
+class Stack:
+    """MariaDB, uwsgi and nginx under one directory: what `make run` starts."""
+
+    def __init__(self, base, port=8080):
+        self.base = Path(base).resolve()
+        self.port = port
+        self.mariadb = MariaDB(self.base)
+        self.uwsgi = Uwsgi(self.base)
+        self.nginx = Nginx(self.base, port, self.uwsgi.socket)
+        self.url = f'http://127.0.0.1:{port}'
+
+    def token(self):
+        path = self.base / 'api-token'
+        if not path.exists():
+            path.write_text(secrets.token_urlsafe(24))
+            path.chmod(0o600)
+        return path.read_text()
+
+    def environ(self):
+        """What systemd's EnvironmentFile= holds in production."""
+        return {'DATABASE_URL': self.mariadb.url(), 'WSGIAPP_API_TOKEN': self.token()}
+
+    def up(self, sample=True):
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.base.chmod(0o755)  # nginx's workers (www-data, when we are root) must reach the socket
+        self.mariadb.start()
+        say('creating the schema' + (' with sample rows' if sample else ''))
+        from wsgiapp import config, db
+        db.initdb(config.from_environ({'DATABASE_URL': self.mariadb.admin_url()}), sample=sample)
+        self.uwsgi.start(self.environ())
+        self.nginx.start()
+        self.wait_ready()
+
+    def wait_ready(self, seconds=30):
+        import urllib.error
+        import urllib.request
+        say(f'waiting for {self.url}/readyz')
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                with urllib.request.urlopen(f'{self.url}/readyz', timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as error:
+                problem = error
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f'{self.url}/readyz did not answer 200 ({problem}).\n'
+                    f'--- {self.uwsgi.log}\n{_tail(self.uwsgi.log)}\n'
+                    f'--- {self.nginx.error_log}\n{_tail(self.nginx.error_log)}\n'
+                    f'--- {self.mariadb.log}\n{_tail(self.mariadb.log)}')
+            time.sleep(0.1)
+
+    def down(self):
+        self.nginx.stop()
+        self.uwsgi.stop()
+        self.mariadb.stop()
+
+    def status(self):
+        up = True
+        for name, pid in [('MariaDB', self.mariadb.pid()), ('uwsgi', self.uwsgi.pid()), ('nginx', self.nginx.pid())]:
+            print(f'{name:8} {"up, pid %d" % pid if pid else "down"}')
+            up = up and bool(pid)
+        return up
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m tests.stack')
+    parser = argparse.ArgumentParser(prog='python -m tests.stack', description='make run / stop / status')
     parser.add_argument('action', choices=['up', 'down', 'status'])
-    parser.add_argument('var', type=Path)
+    parser.add_argument('var', type=Path, help='directory for data, sockets, pid files and logs')
     parser.add_argument('--port', type=int, default=8080)
     args = parser.parse_args(argv)
-    database = MariaDB(args.var)
+    from wsgiapp import db
+    stack = Stack(args.var, args.port)
     if args.action == 'up':
-        database.start()
+        try:
+            stack.up()
+        except (RuntimeError, subprocess.CalledProcessError, db.Unavailable) as error:
+            print(f'make run failed: {error}', file=sys.stderr)
+            return 1
+        say(f'ready: {stack.url}/  (API token for writes: {stack.base / "api-token"}; stop with `make stop`)')
     elif args.action == 'down':
-        database.stop()
+        stack.down()
     else:
-        print(f'MariaDB: {"up, pid %d" % database.pid() if database.pid() else "down"}')
+        return 0 if stack.status() else 3
 
 
 if __name__ == '__main__':
