@@ -45,3 +45,6 @@ stop:
 
 status:
 	@$(BIN)/python -m tests.stack status $(VAR)
+
+check: venv
+	@$(BIN)/python -m tests.stack check $(VAR) --port $(PORT)

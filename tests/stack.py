@@ -24,29 +24,31 @@ def say(message):
     print(f'==> {message}', flush=True)
 
 
+def process_alive(pid):
+    """True for a running process; False for none or a zombie (exited, not yet reaped)."""
+    try:
+        return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (OSError, IndexError):
+        return False
+
+
 def _pid_alive(pidfile):
+    """The pid in `pidfile` if that process runs, else None."""
     try:
         pid = int(Path(pidfile).read_text().split()[0])
-        os.kill(pid, 0)
     except (OSError, ValueError, IndexError):
         return None
-    try:  # a zombie is not alive
-        if Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] == 'Z':
-            return None
-    except OSError:
-        return None
-    return pid
+    return pid if process_alive(pid) else None
 
 
 def _wait_gone(pid, seconds):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-            if Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] == 'Z':
-                os.waitpid(pid, os.WNOHANG)
-                return True
-        except (OSError, ChildProcessError):
+        if not process_alive(pid):
+            try:
+                os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+            except ChildProcessError:
+                pass
             return True
         time.sleep(0.05)
     return False
@@ -227,10 +229,11 @@ class Nginx:
     """nginx with a config generated from conf/nginx/wsgiapp.conf: the same site, with
     only the listen address, the paths and the logs moved under our directory."""
 
-    def __init__(self, base, port, upstream):
+    def __init__(self, base, port, upstream, user='www-data' if os.geteuid() == 0 else None):
         self.base = Path(base).resolve()
         self.port = port
         self.upstream = upstream
+        self.user = user  # nginx's workers; the directive only applies when started as root
         self.conf = self.base / 'nginx.conf'
         self.site = self.base / 'nginx-site.conf'
         self.pidfile = self.base / 'nginx.pid'
@@ -255,7 +258,7 @@ class Nginx:
         temp = self.base / 'nginx-temp'
         temp.mkdir(exist_ok=True)
         # As root, workers drop to www-data as Debian's nginx does; otherwise they run as us.
-        user = 'user www-data;\n' if os.geteuid() == 0 else ''
+        user = f'user {self.user};\n' if self.user else ''
         self.conf.write_text(
             f'# Generated from conf/nginx/wsgiapp.conf by tests/stack.py: edit that file instead.\n'
             f'{user}worker_processes 1;\npid {self.pidfile};\nerror_log {self.error_log} warn;\n'
@@ -346,6 +349,15 @@ class Stack:
         self.uwsgi.stop()
         self.mariadb.stop()
 
+    def check(self):
+        """`python -m wsgiapp check` on this stack, with the environment uwsgi has."""
+        import pwd
+        nginx_user = 'www-data' if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        return subprocess.call(
+            [sys.executable, '-m', 'wsgiapp', 'check', '--ini', str(self.uwsgi.ini),
+             '--socket', str(self.uwsgi.socket), '--nginx-conf', str(self.nginx.site),
+             '--nginx-user', nginx_user], env={**os.environ, **self.environ()})
+
     def status(self):
         up = True
         for name, pid in [('MariaDB', self.mariadb.pid()), ('uwsgi', self.uwsgi.pid()), ('nginx', self.nginx.pid())]:
@@ -356,7 +368,7 @@ class Stack:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m tests.stack', description='make run / stop / status')
-    parser.add_argument('action', choices=['up', 'down', 'status'])
+    parser.add_argument('action', choices=['up', 'down', 'status', 'check'])
     parser.add_argument('var', type=Path, help='directory for data, sockets, pid files and logs')
     parser.add_argument('--port', type=int, default=8080)
     args = parser.parse_args(argv)
@@ -371,6 +383,8 @@ def main(argv=None):
         say(f'ready: {stack.url}/  (API token for writes: {stack.base / "api-token"}; stop with `make stop`)')
     elif args.action == 'down':
         stack.down()
+    elif args.action == 'check':
+        return stack.check()
     else:
         return 0 if stack.status() else 3
 

@@ -42,7 +42,9 @@ def main(argv=None):
     initdb_parser = commands.add_parser('initdb', help='create the vc_admin table if it is missing')
     initdb_parser.add_argument('--sample', action='store_true', help='also add a few sample rows')
     initdb_parser.set_defaults(run=initdb)
-    check_parser = commands.add_parser('check', help='diagnose a deployment')
+    check_parser = commands.add_parser('check', help='diagnose a deployment and name the fixes')
+    from wsgiapp.check import add_arguments
+    add_arguments(check_parser)
     check_parser.set_defaults(run=check)
     args = parser.parse_args(argv)
     args.run(args)
