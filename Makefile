@@ -34,6 +34,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml | deps
 test: venv
 	$(BIN)/python -m pytest
 
+bench: venv
+	$(BIN)/python -m bench.run
+
 clean: stop
 	rm -rf $(VAR) $(VENV) *.egg-info
 

@@ -1,0 +1,334 @@
+"""make bench: wsgiapp against its peers, through the same nginx and uwsgi, in one run.
+
+    python -m bench.run [--smoke] [--rounds N] [--seconds S] [--out DIR]
+
+Each peer is served in turn by uwsgi with conf/uwsgi.ini's settings (only `module`
+differs) behind nginx with conf/nginx/wsgiapp.conf, all reaching MariaDB the way the
+seed's app does: over TCP, with a user and a password. wrk drives each route; the whole
+sequence is repeated and medians are kept, because this machine drifts between runs.
+"""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from tests.stack import ROOT, MariaDB, Nginx, Uwsgi, say
+
+PEERS = {  # name -> WSGI module
+    'ceiling': 'bench.peers.ceiling:application',
+    'ceiling-db': 'bench.peers.ceiling_db:application',
+    'seed': 'bench.peers.seed:application',
+    'flask': 'bench.peers.flask_app:application',
+    'wsgiapp': 'wsgiapp.app:application',
+}
+ROUTES = {  # label -> (path, which peers have it)
+    '/': ('/', ('ceiling', 'flask', 'wsgiapp')),
+    '/{name}': ('/' + '%E5%BC%A0%E4%B8%89', ('flask', 'wsgiapp')),
+    '/admins': ('/admins', ('flask', 'wsgiapp')),
+    '/api/admins': ('/api/admins', ('ceiling-db', 'seed', 'flask', 'wsgiapp')),
+    '/api/admins/{id}': ('/api/admins/500', ('flask', 'wsgiapp')),
+    'POST /api/admins': ('/api/admins', ('flask', 'wsgiapp')),
+}
+SMALL, LARGE = 1_000, 1_000_000
+TICKS = os.sysconf('SC_CLK_TCK')
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+def cpu_seconds(master_pid):
+    """User + system CPU of uwsgi's master and workers, including workers already reaped."""
+    total = 0
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try:
+            fields = stat.read_text().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        pid, ppid = int(stat.parent.name), int(fields[1])
+        if pid == master_pid:
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        elif ppid == master_pid:
+            total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+def worker_rss_kib(master_pid):
+    sizes = []
+    for status in Path('/proc').glob('[0-9]*/status'):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        if re.search(rf'^PPid:\s+{master_pid}$', text, re.M):
+            sizes.append(int(re.search(r'^VmRSS:\s+(\d+)', text, re.M).group(1)))
+    return max(sizes) if sizes else 0
+
+
+def _ms(value, unit):
+    return float(value) * {'us': 0.001, 'ms': 1.0, 's': 1000.0}[unit]
+
+
+def wrk(url, seconds, script=None, args=()):
+    command = ['wrk', '-t2', '-c32', f'-d{seconds}s', '--latency', '--timeout', '10s']
+    if script:
+        command += ['-s', str(script)]
+    command += [url]
+    if args:
+        command += ['--', *args]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    found = {p: _ms(v, u) for p, v, u in re.findall(r'^\s+(50|99)%\s+([\d.]+)(us|ms|s)$', out, re.M)}
+    errors = re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', out)
+    non2xx = re.search(r'Non-2xx or 3xx responses: (\d+)', out)
+    return {
+        'requests': int(re.search(r'(\d+) requests in', out).group(1)),
+        'rps': float(re.search(r'Requests/sec:\s+([\d.]+)', out).group(1)),
+        'p50_ms': found['50'], 'p99_ms': found['99'],
+        'errors': (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, errors.groups())) if errors else 0),
+    }
+
+
+class Bench:
+    def __init__(self, base, seconds, rounds):
+        self.base = base
+        self.seconds = seconds
+        self.rounds = rounds
+        self.mariadb = MariaDB(base / 'db', port=free_port())
+        self.token = uuid.uuid4().hex
+        self.ini = base / 'uwsgi.ini'
+
+    def sql(self, *statements):
+        import MySQLdb
+        con = MySQLdb.connect(**self.mariadb.admin_kwargs(), database='wsgiapp')
+        cursor = con.cursor()
+        for statement in statements:
+            cursor.execute(statement)
+        con.close()
+
+    def fill(self, rows):
+        """vc_admin with exactly `rows` rows, ids 1..rows (MariaDB's sequence engine makes them fast)."""
+        say(f'filling vc_admin with {rows:,} rows')
+        self.sql('TRUNCATE TABLE vc_admin',
+                 f"INSERT INTO vc_admin (name, email) SELECT CONCAT('user', seq), CONCAT('user', seq, '@example.com') "
+                 f'FROM seq_1_to_{rows}',
+                 'ANALYZE TABLE vc_admin')
+
+    def serve(self, peer):
+        """uwsgi with conf/uwsgi.ini's settings and this peer's module, nginx in front."""
+        ini = (ROOT / 'conf' / 'uwsgi.ini').read_text()
+        ini = ini.replace('module = wsgiapp.app:application', f'module = {PEERS[peer]}')
+        ini = ini.replace('chdir = %d..', f'chdir = {ROOT}')
+        self.ini.write_text(ini)
+        directory = self.base / peer
+        uwsgi = Uwsgi(directory, ini=self.ini)
+        uwsgi.start({'DATABASE_URL': self.mariadb.url(tcp=True), 'WSGIAPP_API_TOKEN': self.token})
+        nginx = Nginx(directory, free_port(), uwsgi.socket)
+        nginx.start()
+        return uwsgi, nginx
+
+    def measure(self, peer, uwsgi, nginx, label, path):
+        url = f'http://127.0.0.1:{nginx.port}{path}'
+        script = ROOT / 'bench' / 'post.lua' if label.startswith('POST') else None
+
+        def args():  # a fresh name prefix for each POST run
+            return (uuid.uuid4().hex[:8], self.token) if script else ()
+        wrk(url, 1, script, args())  # warm-up: connections, caches
+        before = cpu_seconds(uwsgi.pid())
+        result = wrk(url, self.seconds, script, args())
+        result['cpu_us_per_request'] = (cpu_seconds(uwsgi.pid()) - before) / max(result['requests'], 1) * 1e6
+        return result
+
+    def run(self, deep=True):
+        self.mariadb.start()
+        from wsgiapp import config, db
+        db.initdb(config.from_environ({'DATABASE_URL': self.mariadb.admin_url()}))
+        runs, rss, scaling = [], {}, {}
+        for round_number in range(1, self.rounds + 1):
+            for peer in PEERS:
+                self.fill(SMALL)
+                uwsgi, nginx = self.serve(peer)
+                try:
+                    for label, (path, peers) in ROUTES.items():
+                        if peer in peers:
+                            say(f'round {round_number}/{self.rounds}: {peer} {label}')
+                            runs.append({'round': round_number, 'peer': peer, 'route': label,
+                                         **self.measure(peer, uwsgi, nginx, label, path)})
+                    rss[peer] = worker_rss_kib(uwsgi.pid())
+                finally:
+                    nginx.stop()
+                    uwsgi.stop()
+        if deep:
+            for rows in (SMALL, LARGE):
+                self.fill(rows)
+                uwsgi, nginx = self.serve('wsgiapp')
+                try:
+                    path = f'/api/admins?after={rows // 2}'
+                    samples = []
+                    for round_number in range(1, self.rounds + 1):
+                        say(f'round {round_number}/{self.rounds}: wsgiapp {path} at {rows:,} rows')
+                        samples.append(self.measure('wsgiapp', uwsgi, nginx, path, path))
+                    scaling[rows] = {key: statistics.median(s[key] for s in samples)
+                                     for key in ('rps', 'p50_ms', 'p99_ms', 'errors')}
+                finally:
+                    nginx.stop()
+                    uwsgi.stop()
+        return runs, rss, scaling
+
+    def close(self):
+        self.mariadb.stop()
+
+
+def medians(runs):
+    table = {}
+    for run in runs:
+        table.setdefault((run['peer'], run['route']), []).append(run)
+    return {key: {field: statistics.median(r[field] for r in rows)
+                  for field in ('rps', 'p50_ms', 'p99_ms', 'cpu_us_per_request')}
+            | {'errors': sum(r['errors'] for r in rows)}
+            for key, rows in table.items()}
+
+
+def versions():
+    def first_line(command):
+        try:
+            done = subprocess.run(command, capture_output=True, text=True)
+            return (done.stdout or done.stderr).strip().splitlines()[0]
+        except (OSError, IndexError):
+            return 'unknown'
+    from importlib.metadata import version
+    return {
+        'cpus': os.cpu_count(),
+        'python': platform.python_version(),
+        'uwsgi': first_line([str(Path(sys.executable).parent / 'uwsgi'), '--version']),
+        'nginx': first_line(['nginx', '-v']).replace('nginx version: ', ''),
+        'mariadb': first_line(['mariadbd', '--version']),
+        'wrk': first_line(['wrk', '-v']).split(' [')[0],
+        'mysqlclient': version('mysqlclient'),
+        'dbutils': version('DBUtils'),
+        'flask': version('Flask'),
+    }
+
+
+def targets(table, scaling):
+    """(target, measured, met) for each of the issue's targets."""
+    def get(peer, route, field):
+        return table.get((peer, route), {}).get(field, float('nan'))
+    rows = []
+    for route in ('/', '/{name}'):
+        ratio = get('wsgiapp', route, 'rps') / get('ceiling', '/', 'rps')
+        rows.append((f'{route} req/s >= 0.90 x ceiling', f'{ratio:.2f}', ratio >= 0.90))
+    api = get('wsgiapp', '/api/admins', 'rps')
+    for peer, minimum in (('ceiling-db', 0.85), ('seed', 3.0), ('flask', 1.5)):
+        ratio = api / get(peer, '/api/admins', 'rps')
+        rows.append((f'/api/admins req/s >= {minimum} x {peer}', f'{ratio:.2f}', ratio >= minimum))
+    for route, peer, peer_route in (('/', 'ceiling', '/'), ('/api/admins', 'ceiling-db', '/api/admins')):
+        ratio = get('wsgiapp', route, 'cpu_us_per_request') / get(peer, peer_route, 'cpu_us_per_request')
+        rows.append((f'{route} CPU/request <= 1.10 x {peer}', f'{ratio:.2f}', ratio <= 1.10))
+    worst = max((v['p99_ms'] / v['p50_ms'], key) for key, v in table.items() if key[0] == 'wsgiapp')
+    rows.append(('p99 <= 4 x p50 on every wsgiapp route', f'{worst[0]:.2f} ({worst[1][1]})', worst[0] <= 4))
+    if scaling:
+        ratio = scaling[LARGE]['p50_ms'] / scaling[SMALL]['p50_ms']
+        rows.append(('/api/admins?after= p50 at 1M rows <= 1.2 x at 1k', f'{ratio:.2f}', ratio <= 1.2))
+    errors = sum(v['errors'] for v in table.values()) + sum(v['errors'] for v in scaling.values())
+    rows.append(('no non-2xx answer or socket error', str(int(errors)), errors == 0))
+    return rows
+
+
+def write_report(out, table, rss, scaling, info, seconds, rounds):
+    out.mkdir(parents=True, exist_ok=True)
+    base_ceiling = {route: table.get(('ceiling', '/'), {}).get('rps') for route in ROUTES}
+    base_ceiling['/api/admins'] = table.get(('ceiling-db', '/api/admins'), {}).get('rps')
+    seed = table.get(('seed', '/api/admins'), {}).get('rps')
+    lines = [
+        '# Benchmark', '',
+        f'`make bench`: wrk -t2 -c32, {seconds} s per case after a 1 s warm-up, through nginx and uwsgi '
+        f'(conf/ settings, a unix socket), MariaDB over TCP with a password; medians of {rounds} rounds. '
+        f'{info["cpus"]} CPUs; Python {info["python"]}; {info["uwsgi"] if info["uwsgi"].startswith("uWSGI") else "uWSGI " + info["uwsgi"]}; '
+        f'nginx {info["nginx"]}; {info["mariadb"]}; {info["wrk"]}; mysqlclient {info["mysqlclient"]}; DBUtils {info["dbutils"]}; Flask {info["flask"]}.', '',
+        'Ratios: `x ceiling` is against `ceiling` for pages and against `ceiling-db` for `/api/admins`; '
+        '`x seed` against the seed\'s app on its one query. CPU is uwsgi\'s user + system time per request.', '',
+        '| route | peer | req/s | p50 ms | p99 ms | CPU µs/req | errors | x ceiling | x seed |',
+        '|---|---|---:|---:|---:|---:|---:|---:|---:|',
+    ]
+    for route in ROUTES:
+        for peer in PEERS:
+            row = table.get((peer, route))
+            if not row:
+                continue
+            ceiling = base_ceiling.get(route)
+            ratio_ceiling = f'{row["rps"] / ceiling:.2f}' if ceiling else ''
+            ratio_seed = f'{row["rps"] / seed:.2f}' if seed and route.endswith('/api/admins') else ''
+            lines.append(f'| `{route}` | {peer} | {row["rps"]:,.0f} | {row["p50_ms"]:.2f} | {row["p99_ms"]:.2f} | '
+                         f'{row["cpu_us_per_request"]:.0f} | {row["errors"]:.0f} | {ratio_ceiling} | {ratio_seed} |')
+    lines += ['', '## Targets', '', '| target | measured | met |', '|---|---:|---|']
+    lines += [f'| {name} | {value} | {"yes" if met else "**no**"} |' for name, value, met in targets(table, scaling)]
+    if scaling:
+        lines += ['', '## Keyset pagination: `/api/admins?after=N/2`', '', '| rows | req/s | p50 ms | p99 ms |',
+                  '|---:|---:|---:|---:|']
+        lines += [f'| {rows:,} | {s["rps"]:,.0f} | {s["p50_ms"]:.2f} | {s["p99_ms"]:.2f} |' for rows, s in scaling.items()]
+    lines += ['', '## Memory', '', 'Largest uwsgi worker RSS after its run: '
+              + ', '.join(f'{peer} {kib / 1024:.1f} MiB' for peer, kib in rss.items()) + '.', '']
+    (out / 'latest.md').write_text('\n'.join(lines))
+    (out / 'latest.json').write_text(json.dumps(
+        {'info': info, 'rss_kib': rss, 'scaling': {str(k): v for k, v in scaling.items()},
+         'medians': [{'peer': p, 'route': r, **v} for (p, r), v in table.items()]}, indent=1))
+    chart(out / 'latest.png', table)
+
+
+def chart(path, table):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    routes = [route for route in ROUTES if any((peer, route) in table for peer in PEERS)]
+    figure, axes = plt.subplots(figsize=(11, 5))
+    width = 0.16
+    for index, peer in enumerate(PEERS):
+        xs = [n + (index - 2) * width for n, route in enumerate(routes) if (peer, route) in table]
+        ys = [table[(peer, route)]['rps'] for route in routes if (peer, route) in table]
+        axes.bar(xs, ys, width, label=peer)
+    axes.set_xticks(range(len(routes)), routes)
+    axes.set_ylabel('requests/s (median)')
+    axes.set_title('wsgiapp and its peers through nginx + uwsgi (higher is better)')
+    axes.legend()
+    axes.grid(axis='y', alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='python -m bench.run', description=__doc__)
+    parser.add_argument('--smoke', action='store_true', help='1 s per case, one round, no 1M-row phase')
+    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--seconds', type=int, default=5)
+    parser.add_argument('--out', type=Path, default=ROOT / 'bench' / 'results')
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.rounds, args.seconds = 1, 1
+    base = ROOT / 'var' / f'bench-{uuid.uuid4().hex[:8]}'
+    bench = Bench(base, args.seconds, args.rounds)
+    started = time.monotonic()
+    try:
+        runs, rss, scaling = bench.run(deep=not args.smoke)
+    finally:
+        bench.close()
+        shutil.rmtree(base, ignore_errors=True)
+    table = medians(runs)
+    write_report(args.out, table, rss, scaling, versions(), args.seconds, args.rounds)
+    say(f'done in {time.monotonic() - started:.0f} s: {args.out / "latest.md"}')
+    print((args.out / 'latest.md').read_text())
+
+
+if __name__ == '__main__':
+    main()
