@@ -100,7 +100,8 @@ def wrk(url, seconds, script=None, args=()):
 
 
 class Bench:
-    def __init__(self, base, seconds, rounds):
+    def __init__(self, base, seconds, rounds, peers=tuple(PEERS)):
+        self.peers = peers
         self.base = base
         self.seconds = seconds
         self.rounds = rounds
@@ -155,7 +156,7 @@ class Bench:
         db.initdb(config.from_environ({'DATABASE_URL': self.mariadb.admin_url()}))
         runs, rss, scaling = [], {}, {}
         for round_number in range(1, self.rounds + 1):
-            for peer in PEERS:
+            for peer in self.peers:
                 self.fill(SMALL)
                 uwsgi, nginx = self.serve(peer)
                 try:
@@ -215,7 +216,6 @@ def versions():
         'mariadb': first_line(['mariadbd', '--version']),
         'wrk': first_line(['wrk', '-v']).split(' [')[0],
         'mysqlclient': version('mysqlclient'),
-        'dbutils': version('DBUtils'),
         'flask': version('Flask'),
     }
 
@@ -255,7 +255,7 @@ def write_report(out, table, rss, scaling, info, seconds, rounds):
         f'`make bench`: wrk -t2 -c32, {seconds} s per case after a 1 s warm-up, through nginx and uwsgi '
         f'(conf/ settings, a unix socket), MariaDB over TCP with a password; medians of {rounds} rounds. '
         f'{info["cpus"]} CPUs; Python {info["python"]}; {info["uwsgi"] if info["uwsgi"].startswith("uWSGI") else "uWSGI " + info["uwsgi"]}; '
-        f'nginx {info["nginx"]}; {info["mariadb"]}; {info["wrk"]}; mysqlclient {info["mysqlclient"]}; DBUtils {info["dbutils"]}; Flask {info["flask"]}.', '',
+        f'nginx {info["nginx"]}; {info["mariadb"]}; {info["wrk"]}; mysqlclient {info["mysqlclient"]}; Flask {info["flask"]}.', '',
         'Ratios: `x ceiling` is against `ceiling` for pages and against `ceiling-db` for `/api/admins`; '
         '`x seed` against the seed\'s app on its one query. CPU is uwsgi\'s user + system time per request.', '',
         '| route | peer | req/s | p50 ms | p99 ms | CPU µs/req | errors | x ceiling | x seed |',
@@ -313,11 +313,13 @@ def main(argv=None):
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--seconds', type=int, default=5)
     parser.add_argument('--out', type=Path, default=ROOT / 'bench' / 'results')
+    parser.add_argument('--peers', nargs='+', choices=list(PEERS), default=list(PEERS),
+                        help='measure only these (for profiling; the report needs all)')
     args = parser.parse_args(argv)
     if args.smoke:
         args.rounds, args.seconds = 1, 1
     base = ROOT / 'var' / f'bench-{uuid.uuid4().hex[:8]}'
-    bench = Bench(base, args.seconds, args.rounds)
+    bench = Bench(base, args.seconds, args.rounds, args.peers)
     started = time.monotonic()
     try:
         runs, rss, scaling = bench.run(deep=not args.smoke)

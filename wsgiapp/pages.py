@@ -21,7 +21,7 @@ def hello(name):
 def admins(rows, next_url):
     cells = ''.join(
         f'<tr><td>{admin_id}</td><td>{escape(name)}</td><td>{escape(email)}</td>'
-        f'<td><time>{created_at:%Y-%m-%d %H:%M:%S}Z</time></td></tr>\n'
+        f'<td><time datetime="{created_at}">{created_at[:10]} {created_at[11:19]}</time></td></tr>\n'
         for admin_id, name, email, created_at in rows)
     table = ('<table>\n<thead><tr><th>id</th><th>name</th><th>email</th><th>created (UTC)</th></tr></thead>\n'
              f'<tbody>\n{cells}</tbody>\n</table>\n') if rows else '<p>No admins here.</p>\n'
