@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := mariadb-server mariadb-client nginx libmariadb-dev pkg-config gcc \
                    python3-dev python3-venv chromium wrk
 
-.PHONY: all deps venv run stop status check test bench clean
+.PHONY: all deps venv run stop status check test faults bench clean
 all: run
 
 deps:
@@ -32,7 +32,15 @@ $(VENV)/.installed: setup.cfg pyproject.toml | deps
 	@touch $@
 
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m 'not slow'
+
+# The whole fault suite: 10,000 generated requests, crashes, sqlmap and schemathesis.
+faults: venv
+	@dpkg-query -W -f='$${Status}' sqlmap 2>/dev/null | grep -q 'install ok installed' || { \
+	    sudo=; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	    DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends sqlmap >/dev/null; }
+	$(BIN)/pip install -q -e '.[test,faults]'
+	WSGIAPP_FUZZ_EXAMPLES=10000 $(BIN)/python -m pytest -rA tests/faults
 
 bench: venv
 	$(BIN)/python -m bench.run

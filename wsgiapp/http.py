@@ -4,12 +4,15 @@ import hmac
 import json
 import re
 import secrets
+import string
 from http import HTTPStatus
 from urllib.parse import parse_qs
 
 STATUS_LINES = {status.value: f'{status.value} {status.phrase}' for status in HTTPStatus}
 _DECIMAL = re.compile(r'[0-9]{1,20}')
-_REQUEST_ID = re.compile(r'[A-Za-z0-9._:-]{1,128}')
+# An incoming X-Request-ID is kept only if made of these (nginx's $request_id is 32 hex
+# digits); anything else could forge a log line or a header, and is replaced.
+_REQUEST_ID_CHARS = string.ascii_letters + string.digits + '._:-'
 
 
 class HTTPError(Exception):
@@ -122,7 +125,8 @@ class Request:
     def id(self):
         if self._id is None:
             given = self.environ.get('HTTP_X_REQUEST_ID', '')
-            self._id = given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(16)
+            usable = 0 < len(given) <= 128 and not given.strip(_REQUEST_ID_CHARS)
+            self._id = given if usable else secrets.token_hex(16)
         return self._id
 
     @property

@@ -11,6 +11,7 @@ from wsgiapp.openapi import OPENAPI
 MAX_ID = 2**32 - 1  # INT UNSIGNED
 DEFAULT_LIMIT, MAX_LIMIT = 10, 100
 FIELD_LIMITS = {'name': 64, 'email': 254}
+HELLO_WORLD = pages.HELLO_WORLD.encode('utf-8')  # the same bytes every time: encoded once
 
 
 def _check_text(field, value):
@@ -61,7 +62,7 @@ class Views:
     # HTML
 
     def hello(self, request, name=None):
-        return html(pages.HELLO_WORLD if name is None else pages.hello(name))
+        return html(HELLO_WORLD if name is None else pages.hello(name))
 
     def admins_page(self, request):
         rows, next_query = self._page(request)

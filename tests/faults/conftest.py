@@ -1,0 +1,94 @@
+"""The fault suite: each scenario runs against the real stack (private MariaDB, uwsgi on a
+unix socket, nginx) under a steady, bounded load from loopback, and reports its counts.
+`make faults` runs all of it; `make test` runs the scenarios not marked slow."""
+import http.client
+import shutil
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from tests.test_e2e import free_port, new_base
+from tests.stack import Stack
+
+REPORT = []  # one row per scenario, printed as a table at the end
+
+
+def report(scenario, statuses, **counts):
+    by_status = Counter(statuses)
+    row = {'scenario': scenario, 'sent': len(statuses),
+           'answers': ' '.join(f'{code}:{n}' for code, n in sorted(by_status.items(), key=lambda kv: str(kv[0]))),
+           **counts}
+    REPORT.append(row)
+    print(f'\n[{scenario}] ' + ', '.join(f'{k}={v}' for k, v in row.items() if k != 'scenario'))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not REPORT:
+        return
+    write = terminalreporter.write_line
+    write('')
+    write('| scenario | requests | answers by status | writes acknowledged | writes found |')
+    write('|---|---:|---|---:|---:|')
+    for row in REPORT:
+        write(f"| {row['scenario']} | {row['sent']} | {row['answers']} | {row.get('acked', '')} | {row.get('found', '')} |")
+
+
+def call(port, method, path, body=None, headers=None, timeout=30):
+    """(status, headers, body) or ('error', ...) when the connection itself failed."""
+    connection = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    except (OSError, http.client.HTTPException) as error:
+        return 'error', {}, str(error).encode()
+    finally:
+        connection.close()
+
+
+class Load:
+    """Threads sending requests on loopback until stopped, for at most `seconds`.
+    `request(n)` -> (method, path, body, headers); every answer is recorded with its time."""
+
+    def __init__(self, port, request, threads=4, seconds=60):
+        self.port, self.request, self.seconds = port, request, seconds
+        self.answers = []  # (monotonic time, status, elapsed, headers, body, sent body)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(threads)]
+        self._lock = threading.Lock()
+
+    def _run(self, thread_number):
+        deadline, n = time.monotonic() + self.seconds, 0
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            n += 1
+            method, path, body, headers = self.request(f'{thread_number}-{n}')
+            started = time.monotonic()
+            status, answer_headers, answer = call(self.port, method, path, body, headers)
+            with self._lock:
+                self.answers.append((started, status, time.monotonic() - started, answer_headers, answer, body))
+
+    def __enter__(self):
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def statuses(self, since=0.0, until=float('inf')):
+        return [a[1] for a in self.answers if since <= a[0] < until]
+
+
+@pytest.fixture(scope='module')
+def stack():
+    running = Stack(new_base(), free_port())
+    try:
+        running.up(sample=True)
+        yield running
+    finally:
+        running.down()
+        shutil.rmtree(running.base, ignore_errors=True)

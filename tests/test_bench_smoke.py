@@ -1,0 +1,28 @@
+"""make bench in its smoke mode (one second per case, one round): every peer and route is
+served through nginx and uwsgi, answers only 2xx, and the report and chart are written.
+Speed itself is judged by `make bench`, as ratios in one run, never here."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.run import PEERS, ROUTES
+from tests.stack import ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_bench_smoke(tmp_path):
+    done = subprocess.run([sys.executable, '-m', 'bench.run', '--smoke', '--out', str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((tmp_path / 'latest.json').read_text())
+    measured = {(row['peer'], row['route']): row for row in report['medians']}
+    expected = {(peer, route) for route, (_, peers) in ROUTES.items() for peer in peers}
+    assert set(measured) == expected
+    for key, row in measured.items():
+        assert row['rps'] > 0 and row['errors'] == 0, key
+    assert set(report['rss_kib']) == set(PEERS)
+    assert (tmp_path / 'latest.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert '## Targets' in (tmp_path / 'latest.md').read_text()
