@@ -95,6 +95,8 @@ def test_every_route_of_the_contract_over_http(stack):
     assert api(stack, 'POST', '/api/admins', {'name': 'x'})[0] == 422
     status, headers, body = request(stack, 'PUT', '/api/admins')
     assert status == 405 and headers['Allow'] == 'GET, HEAD, POST'
+    status, headers, body = request(stack, 'TRACE', '/api/admins/1')  # refused by nginx itself
+    assert status == 405 and headers['Allow'] == 'DELETE, GET, HEAD, PATCH' and json.loads(body)
     status, _, body = request(stack, 'GET', '/api/nope')
     assert status == 404 and json.loads(body) == {'error': {'status': 404, 'message': 'nothing is at /api/nope'}}
     assert request(stack, 'GET', '/healthz')[2] == b'ok\n'

@@ -29,10 +29,13 @@ def pytest_terminal_summary(terminalreporter):
         return
     write = terminalreporter.write_line
     write('')
-    write('| scenario | requests | answers by status | writes acknowledged | writes found |')
-    write('|---|---:|---|---:|---:|')
+    write('| scenario | requests | answers by status | writes acknowledged | writes found | also seen |')
+    write('|---|---:|---|---:|---:|---|')
     for row in REPORT:
-        write(f"| {row['scenario']} | {row['sent']} | {row['answers']} | {row.get('acked', '')} | {row.get('found', '')} |")
+        seen = ', '.join(f'{k}={v}' for k, v in row.items()
+                         if k not in ('scenario', 'sent', 'answers', 'acked', 'found'))
+        write(f"| {row['scenario']} | {row['sent']} | {row['answers']} | {row.get('acked', '')} "
+              f"| {row.get('found', '')} | {seen} |")
 
 
 def call(port, method, path, body=None, headers=None, timeout=30):

@@ -106,10 +106,9 @@ def test_sqlmap_finds_nothing(stack, tmp_path):
     ]
     for command in runs:
         done = subprocess.run(command, capture_output=True, text=True, timeout=900)
-        assert 'is vulnerable' not in done.stdout and 'appears to be' not in done.stdout.replace(
-            'do not appear to be injectable', ''), done.stdout[-3000:]
-        assert 'do not appear to be injectable' in done.stdout or 'not injectable' in done.stdout, done.stdout[-3000:]
-    report('7b. sqlmap on limit, after, name and email', [call(stack.port, 'GET', '/readyz')[0]])
+        assert 'identified the following injection point' not in done.stdout, done.stdout[-3000:]
+        assert 'all tested parameters do not appear to be injectable' in done.stdout, done.stdout[-3000:]
+    report('7b. sqlmap on limit, after, name and email', [], result='no injectable parameter')
 
 
 @pytest.mark.slow
@@ -121,5 +120,6 @@ def test_schemathesis_agrees_with_openapi(stack):
         [schemathesis, 'run', f'http://127.0.0.1:{stack.port}/openapi.json', '--checks', 'all',
          '-H', f'Authorization: Bearer {stack.token()}', '--max-examples', '40', '--no-color'],
         capture_output=True, text=True, timeout=900)
-    report('8. schemathesis, all checks', [done.returncode])
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+    cases = re.search(r'(\d+) generated', done.stdout)
+    report('8. schemathesis, all checks', [], result=f'{cases.group(1) if cases else "?"} test cases passed')
