@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 from urllib.parse import quote
 
@@ -217,10 +218,14 @@ class Uwsgi:
         pid = self.pid()
         if pid:
             say(f'stopping uwsgi (pid {pid})')
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGTERM)  # die-on-term: the master stops its workers, then itself
             if not _wait_gone(pid, 40):
-                os.killpg(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
                 _wait_gone(pid, 10)
+            # The master leads its own process group (start_new_session): nothing of it may
+            # outlive it, even a worker it lost track of.
+            with suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
         for leftover in (self.socket, self.pidfile, self.stats):
             leftover.unlink(missing_ok=True)
 

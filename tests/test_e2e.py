@@ -28,6 +28,19 @@ def free_port():
         return probe.getsockname()[1]
 
 
+def in_process_group(group):
+    """Live processes whose process group is `group`."""
+    found = []
+    for stat in Path('/proc').glob('[0-9]*/stat'):
+        try:
+            fields = stat.read_text().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != 'Z' and int(fields[2]) == group:
+            found.append(int(stat.parent.name))
+    return found
+
+
 def new_base():
     return ROOT / 'var' / f'test-{uuid.uuid4().hex[:8]}'
 
@@ -262,6 +275,7 @@ def test_make_run_twice_then_make_stop_leaves_nothing_behind(tmp_path):
         stop = subprocess.run([*make, 'stop'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert stop.returncode == 0, stop.stderr
         assert not any(process_alive(pid) for pid in running)
+        assert not in_process_group(running[1])  # no uwsgi worker outlives its master
         leftovers = [p for p in base.rglob('*') if p.suffix in ('.sock', '.pid') or p.is_socket()]
         assert leftovers == []
         assert subprocess.run([*make, 'status'], cwd=ROOT, env=env, capture_output=True).returncode != 0

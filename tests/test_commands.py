@@ -1,0 +1,51 @@
+"""python -m wsgiapp serve | initdb: the commands a user types."""
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+from tests.test_e2e import free_port
+
+
+def wsgiapp(*args, env=None, **kwargs):
+    return subprocess.run([sys.executable, '-m', 'wsgiapp', *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=60, **kwargs)
+
+
+def test_initdb_creates_the_table_and_samples(admin_url, sql):
+    done = wsgiapp('initdb', '--sample', env={'DATABASE_URL': admin_url})
+    assert done.returncode == 0, done.stderr
+    assert 'vc_admin is ready with 5 rows' in done.stderr
+    assert sql('SELECT COUNT(*) FROM vc_admin') == ((5,),)
+
+
+def test_initdb_without_database_url_names_it():
+    env = {key: value for key, value in os.environ.items() if key != 'DATABASE_URL'}
+    done = subprocess.run([sys.executable, '-m', 'wsgiapp', 'initdb'], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert done.returncode != 0 and 'DATABASE_URL is not set' in done.stderr
+
+
+def test_serve_runs_the_development_server(database_url, add):
+    add('served')
+    port = free_port()
+    server = subprocess.Popen([sys.executable, '-m', 'wsgiapp', 'serve', '--port', str(port)],
+                              env={**os.environ, 'DATABASE_URL': database_url},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f'http://127.0.0.1:{port}/api/admins', timeout=2) as response:
+                    assert json.load(response)['items'][0]['name'] == 'served'
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
+                time.sleep(0.1)
+        with urllib.request.urlopen(f'http://127.0.0.1:{port}/', timeout=2) as response:
+            assert b'<h1>hello world</h1>' in response.read()
+    finally:
+        server.terminate()
+        server.wait(10)
