@@ -124,7 +124,10 @@ class MariaDB:
             ['mariadbd', '--no-defaults', f'--datadir={self.datadir}', f'--socket={self.socket}',
              f'--pid-file={self.pidfile}', f'--log-error={self.log}', *network, *as_root,
              '--character-set-server=utf8mb4', '--collation-server=utf8mb4_bin',
-             '--innodb-buffer-pool-size=256M', '--max-connections=1000', '--skip-name-resolve'],
+             '--innodb-buffer-pool-size=256M', '--max-connections=1000', '--skip-name-resolve',
+             # Said aloud because tests/faults relies on it: a commit is on disk before the
+             # app acknowledges it, so a SIGKILLed mariadbd loses no acknowledged write.
+             '--innodb-flush-log-at-trx-commit=1'],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
 
