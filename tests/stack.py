@@ -21,6 +21,15 @@ APP_USER = 'wsgiapp'
 APP_DATABASE = 'wsgiapp'
 
 
+def binary(name):
+    """A server's path: Debian puts mariadbd and nginx in /usr/sbin, which a non-root
+    user's PATH often lacks."""
+    found = shutil.which(name, path=f'{os.environ.get("PATH", "")}:/usr/local/sbin:/usr/sbin:/sbin')
+    if found is None:
+        raise RuntimeError(f'{name} is not installed (make installs the Debian packages it needs)')
+    return found
+
+
 def say(message):
     print(f'==> {message}', flush=True)
 
@@ -114,14 +123,14 @@ class MariaDB:
         if not (self.datadir / 'mysql').is_dir():
             say(f'creating a private MariaDB data directory in {self.datadir}')
             subprocess.run(
-                ['mariadb-install-db', '--no-defaults', f'--datadir={self.datadir}',
+                [binary('mariadb-install-db'), '--no-defaults', f'--datadir={self.datadir}',
                  '--auth-root-authentication-method=normal', '--skip-test-db', *as_root],
                 check=True, stdout=subprocess.DEVNULL, stderr=open(self.log, 'ab'))
         network = ([f'--port={self.port}', '--bind-address=127.0.0.1'] if self.port
                    else ['--skip-networking'])
         say(f'starting MariaDB on {self.socket}' + (f' and 127.0.0.1:{self.port}' if self.port else ''))
         subprocess.Popen(
-            ['mariadbd', '--no-defaults', f'--datadir={self.datadir}', f'--socket={self.socket}',
+            [binary('mariadbd'), '--no-defaults', f'--datadir={self.datadir}', f'--socket={self.socket}',
              f'--pid-file={self.pidfile}', f'--log-error={self.log}', *network, *as_root,
              '--character-set-server=utf8mb4', '--collation-server=utf8mb4_bin',
              '--innodb-buffer-pool-size=256M', '--max-connections=1000', '--skip-name-resolve',
@@ -283,7 +292,7 @@ class Nginx:
             return
         self.render()
         say(f'starting nginx on http://127.0.0.1:{self.port}/ (config: {self.conf})')
-        done = subprocess.run(['nginx', '-p', str(self.base), '-c', str(self.conf)],
+        done = subprocess.run([binary('nginx'), '-p', str(self.base), '-c', str(self.conf)],
                               stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f'nginx did not start:\n{done.stderr}{_tail(self.error_log)}')
