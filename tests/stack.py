@@ -174,10 +174,6 @@ class MariaDB:
         for leftover in (self.socket, self.pidfile):
             leftover.unlink(missing_ok=True)
 
-    def destroy(self):
-        self.stop()
-        shutil.rmtree(self.datadir, ignore_errors=True)
-
 
 def _owner():
     """user:group for the uwsgi socket. As root, nginx's workers run as www-data (see
@@ -221,7 +217,6 @@ class Uwsgi:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f'uwsgi did not start; its log says:\n{_tail(self.log)}')
             time.sleep(0.05)
-        self.process = process
 
     def reload(self):
         os.kill(self.pid(), signal.SIGHUP)

@@ -31,13 +31,13 @@ def free_port():
 def in_process_group(group):
     """Live processes whose process group is `group`."""
     found = []
-    for stat in Path('/proc').glob('[0-9]*/stat'):
+    for entry in Path('/proc').glob('[0-9]*/stat'):
         try:
-            fields = stat.read_text().rsplit(')', 1)[1].split()
+            fields = entry.read_text().rsplit(')', 1)[1].split()
         except OSError:
             continue
         if fields[0] != 'Z' and int(fields[2]) == group:
-            found.append(int(stat.parent.name))
+            found.append(int(entry.parent.name))
     return found
 
 

@@ -1,7 +1,6 @@
 """flask: the same routes as wsgiapp, written the usual Flask way, with the same queries over
 the same pool (wsgiapp.db.Database) and the same HTML (wsgiapp.pages)."""
 import hmac
-import os
 
 from flask import Flask, abort, jsonify, request
 
