@@ -64,6 +64,15 @@ def _wait_gone(pid, seconds):
     return False
 
 
+def _terminate(name, pid, first, patience, last):
+    """Send `first`; if the process outlives `patience` seconds, send `last`."""
+    say(f'stopping {name} (pid {pid})')
+    os.kill(pid, first)
+    if not _wait_gone(pid, patience):
+        os.kill(pid, last)
+        _wait_gone(pid, 10)
+
+
 def _tail(path, lines=20):
     try:
         return '\n'.join(Path(path).read_text(errors='replace').splitlines()[-lines:])
@@ -166,11 +175,7 @@ class MariaDB:
     def stop(self):
         pid = self.pid()
         if pid:
-            say(f'stopping MariaDB (pid {pid})')
-            os.kill(pid, signal.SIGTERM)
-            if not _wait_gone(pid, 60):
-                os.kill(pid, signal.SIGKILL)
-                _wait_gone(pid, 10)
+            _terminate('MariaDB', pid, signal.SIGTERM, 60, signal.SIGKILL)
         for leftover in (self.socket, self.pidfile):
             leftover.unlink(missing_ok=True)
 
@@ -224,11 +229,8 @@ class Uwsgi:
     def stop(self):
         pid = self.pid()
         if pid:
-            say(f'stopping uwsgi (pid {pid})')
-            os.kill(pid, signal.SIGTERM)  # die-on-term: the master stops its workers, then itself
-            if not _wait_gone(pid, 40):
-                os.kill(pid, signal.SIGKILL)
-                _wait_gone(pid, 10)
+            # die-on-term: on SIGTERM the master stops its workers, then itself.
+            _terminate('uwsgi', pid, signal.SIGTERM, 40, signal.SIGKILL)
             # The master leads its own process group (start_new_session): nothing of it may
             # outlive it, even a worker it lost track of.
             with suppress(ProcessLookupError):
@@ -295,11 +297,8 @@ class Nginx:
     def stop(self):
         pid = self.pid()
         if pid:
-            say(f'stopping nginx (pid {pid})')
-            os.kill(pid, signal.SIGQUIT)  # graceful: finish the requests in flight
-            if not _wait_gone(pid, 15):
-                os.kill(pid, signal.SIGTERM)
-                _wait_gone(pid, 10)
+            # SIGQUIT is nginx's graceful stop: requests in flight are finished first.
+            _terminate('nginx', pid, signal.SIGQUIT, 15, signal.SIGTERM)
         self.pidfile.unlink(missing_ok=True)
 
 
