@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 VAR ?= var
 PORT ?= 8080
+TLS_PORT ?= 8443
 BIN := $(VENV)/bin
 DEBIAN_PACKAGES := mariadb-server mariadb-client nginx libmariadb-dev pkg-config gcc \
                    python3-dev python3-venv chromium wrk
@@ -48,14 +49,15 @@ bench: venv
 clean: stop
 	rm -rf $(VAR) $(VENV) *.egg-info
 
+STACK = $(BIN)/python -m wsgiapp stack
 run: venv
-	@$(BIN)/python -m tests.stack up $(VAR) --port $(PORT)
+	@$(STACK) up $(VAR) --port $(PORT) --tls-port $(TLS_PORT)
 
 stop:
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tests.stack down $(VAR); fi
+	@if [ -x $(BIN)/python ]; then $(STACK) down $(VAR) --port $(PORT) --tls-port $(TLS_PORT); fi
 
 status:
-	@$(BIN)/python -m tests.stack status $(VAR)
+	@$(STACK) status $(VAR) --port $(PORT) --tls-port $(TLS_PORT)
 
 check: venv
-	@$(BIN)/python -m tests.stack check $(VAR) --port $(PORT)
+	@$(STACK) check $(VAR) --port $(PORT) --tls-port $(TLS_PORT)

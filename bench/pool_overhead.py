@@ -15,7 +15,8 @@ import uuid
 
 import MySQLdb
 
-from tests.stack import ROOT, MariaDB
+from wsgiapp.stack.mariadb import MariaDB
+from wsgiapp.stack.process import ROOT
 from wsgiapp import config, db
 
 
@@ -23,7 +24,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m bench.pool_overhead', description=__doc__)
     parser.add_argument('--runs', type=int, default=20000)
     args = parser.parse_args(argv)
-    from bench.run import free_port
+    from wsgiapp.stack.process import free_port
     server = MariaDB(ROOT / 'var' / f'pool-{uuid.uuid4().hex[:8]}', port=free_port())
     server.start()
     try:

@@ -13,7 +13,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,7 +20,12 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.stack import ROOT, MariaDB, Nginx, Uwsgi, say
+from wsgiapp.stack.mariadb import MariaDB
+from wsgiapp.stack.nginx import Nginx
+from wsgiapp.stack.process import ROOT, free_port, say
+from wsgiapp.stack.single import make_run_dir, remove_run_dir, run_dir_for
+from wsgiapp.stack.tls import Authority
+from wsgiapp.stack.uwsgi import Uwsgi
 
 PEERS = {  # name -> WSGI module
     'ceiling': 'bench.peers.ceiling:application',
@@ -40,12 +44,6 @@ ROUTES = {  # label -> (path, which peers have it)
 }
 SMALL, LARGE = 1_000, 1_000_000
 TICKS = os.sysconf('SC_CLK_TCK')
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
 
 
 def cpu_seconds(master_pid):
@@ -108,6 +106,8 @@ class Bench:
         self.mariadb = MariaDB(base / 'db', port=free_port())
         self.token = uuid.uuid4().hex
         self.ini = base / 'uwsgi.ini'
+        self.authority = Authority(base / 'tls')
+        self.run_dirs = []
 
     def sql(self, *statements):
         """Run statements as the admin; the last one's rows."""
@@ -149,14 +149,19 @@ class Bench:
         ini = ini.replace('chdir = %d..', f'chdir = {ROOT}')
         self.ini.write_text(ini)
         directory = self.base / peer
-        uwsgi = Uwsgi(directory, ini=self.ini)
+        run_dir = run_dir_for(directory)  # where nginx's workers can reach the socket
+        make_run_dir(run_dir)
+        self.run_dirs.append(run_dir)
+        uwsgi = Uwsgi(directory, run_dir=run_dir, ini=self.ini)
         uwsgi.start({'DATABASE_URL': self.mariadb.url(tcp=True), 'WSGIAPP_API_TOKEN': self.token})
-        nginx = Nginx(directory, free_port(), uwsgi.socket)
+        cert, key = self.authority.issue('localhost', ips=['127.0.0.1'])
+        nginx = Nginx(directory, free_port(), uwsgi.socket, free_port(), (cert, key, self.authority.cert),
+                      run_dir=run_dir)
         nginx.start()
         return uwsgi, nginx
 
     def measure(self, peer, uwsgi, nginx, label, path):
-        url = f'http://127.0.0.1:{nginx.port}{path}'
+        url = f'{nginx.url}{path}'  # HTTPS, as clients reach the site
         script = ROOT / 'bench' / 'post.lua' if label.startswith('POST') else None
 
         def args():  # a fresh name prefix for each POST run
@@ -205,6 +210,8 @@ class Bench:
 
     def close(self):
         self.mariadb.stop()
+        for run_dir in self.run_dirs:
+            remove_run_dir(run_dir)
 
 
 def medians(runs):

@@ -7,7 +7,7 @@ import MySQLdb
 import pytest
 import webtest
 
-from tests.stack import MariaDB
+from wsgiapp.stack.mariadb import MariaDB
 from wsgiapp import config, db
 from wsgiapp.app import Application
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from bench.run import PEERS, ROUTES
-from tests.stack import ROOT
+from wsgiapp.stack.process import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -5,7 +5,7 @@ import socket
 
 import pytest
 
-from tests.stack import ROOT
+from wsgiapp.stack.process import ROOT
 from wsgiapp import check
 
 SITE = ROOT / 'conf' / 'nginx' / 'wsgiapp.conf'

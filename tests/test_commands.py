@@ -6,7 +6,7 @@ import sys
 import time
 import urllib.request
 
-from tests.test_e2e import free_port
+from wsgiapp.stack.process import free_port
 
 
 def wsgiapp(*args, env=None, **kwargs):

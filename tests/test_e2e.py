@@ -1,5 +1,6 @@
-"""End to end: real nginx, real uwsgi on a unix socket, the private MariaDB, over HTTP.
-The stack runs in its own directory on a free port, so it can run beside `make run`."""
+"""End to end: real nginx, real uwsgi on a unix socket, the private MariaDB, over HTTPS
+with the stack's own certificate trusted. The stack runs in its own directory on free
+ports, so it can run beside `make run`."""
 import gzip
 import http.client
 import json
@@ -17,15 +18,11 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.stack import ROOT, Nginx, Stack, process_alive
+from wsgiapp.stack.nginx import Nginx
+from wsgiapp.stack.process import ROOT, free_port, process_alive
+from wsgiapp.stack.single import Stack
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(('127.0.0.1', 0))
-        return probe.getsockname()[1]
 
 
 def in_process_group(group):
@@ -56,8 +53,13 @@ def stack():
         shutil.rmtree(running.base, ignore_errors=True)
 
 
-def request(stack, method, path, body=None, headers=None, port=None):
-    connection = http.client.HTTPConnection('127.0.0.1', port or stack.port, timeout=30)
+def request(stack, method, path, body=None, headers=None, port=None, tls=True):
+    """(status, headers, body) from the stack's HTTPS port (or its HTTP port: tls=False)."""
+    if tls:
+        connection = http.client.HTTPSConnection('127.0.0.1', port or stack.tls_port, timeout=30,
+                                                 context=stack.ssl_context())
+    else:
+        connection = http.client.HTTPConnection('127.0.0.1', port or stack.port, timeout=30)
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
@@ -224,7 +226,7 @@ def test_admins_page_renders_in_headless_chromium(stack, tmp_path):
     if chromium is None:
         pytest.fail('chromium is not installed: make test installs it (Debian package chromium)')
     done = subprocess.run(
-        [chromium, '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+        [chromium, '--headless', '--no-sandbox', '--ignore-certificate-errors', '--disable-gpu', '--disable-quic', '--no-first-run',
          '--disable-background-networking', '--disable-component-update', '--disable-sync',
          f'--user-data-dir={tmp_path}', '--enable-logging=stderr', '--v=0',
          '--virtual-time-budget=3000', '--dump-dom', f'{stack.url}/admins'],
@@ -251,16 +253,17 @@ def test_the_readme_uwsgi_command_serves_behind_the_shipped_nginx_config(stack):
         uwsgi = subprocess.Popen(command.split(), cwd=ROOT, env=env, stdout=log, stderr=log)
     # Without chmod-socket the socket is its owner's only: nginx's workers run as that same
     # user here, as they would for a developer running both by hand.
-    nginx = Nginx(base, free_port(), sock, user='root' if os.geteuid() == 0 else None)
+    nginx = Nginx(base, free_port(), sock, free_port(), stack.nginx.certificate,
+                  user='root' if os.geteuid() == 0 else None, run_dir=base / 'run')
     try:
         deadline = time.monotonic() + 30
         while not sock.exists():
             assert uwsgi.poll() is None and time.monotonic() < deadline, (base / 'uwsgi.log').read_text()
             time.sleep(0.05)
         nginx.start()
-        status, _, body = request(stack, 'GET', '/', port=nginx.port)
+        status, _, body = request(stack, 'GET', '/', port=nginx.tls_port)
         assert status == 200 and b'<h1>hello world</h1>' in body
-        status, _, body = request(stack, 'GET', '/api/admins', port=nginx.port)
+        status, _, body = request(stack, 'GET', '/api/admins', port=nginx.tls_port)
         assert status == 200 and json.loads(body)['items']
     finally:
         nginx.stop()
@@ -271,14 +274,14 @@ def test_the_readme_uwsgi_command_serves_behind_the_shipped_nginx_config(stack):
 
 
 def test_make_run_twice_then_make_stop_leaves_nothing_behind(tmp_path):
-    base, port = new_base(), free_port()
-    make = ['make', '-s', f'VAR={base}', f'PORT={port}']
+    base, port, tls_port = new_base(), free_port(), free_port()
+    make = ['make', '-s', f'VAR={base}', f'PORT={port}', f'TLS_PORT={tls_port}']
     env = {**os.environ, 'VENV': str(Path(sys.executable).parent.parent)}
     try:
         first = subprocess.run([*make, 'run'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert first.returncode == 0, first.stdout + first.stderr
-        assert f'http://127.0.0.1:{port}/' in first.stdout
-        stack = Stack(base, port)
+        assert f'https://127.0.0.1:{tls_port}/' in first.stdout
+        stack = Stack(base, port, tls_port)
         running = (stack.mariadb.pid(), stack.uwsgi.pid(), stack.nginx.pid())
         assert all(running)
         second = subprocess.run([*make, 'run'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -291,7 +294,8 @@ def test_make_run_twice_then_make_stop_leaves_nothing_behind(tmp_path):
         assert not in_process_group(running[1])  # no uwsgi worker outlives its master
         leftovers = [p for p in base.rglob('*') if p.suffix in ('.sock', '.pid') or p.is_socket()]
         assert leftovers == []
+        assert not stack.run_dir.exists() or stack.run_dir == base / 'run'  # /run/wsgiapp-stack/ID is gone
         assert subprocess.run([*make, 'status'], cwd=ROOT, env=env, capture_output=True).returncode != 0
     finally:
-        Stack(base, port).down()
+        Stack(base, port, tls_port).down()
         shutil.rmtree(base, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""python -m wsgiapp serve | initdb [--sample] | check"""
+"""python -m wsgiapp serve | initdb [--sample] | check | stack"""
 import argparse
 import sys
 
@@ -32,6 +32,11 @@ def check(args):
     sys.exit(diagnose.main(args))
 
 
+def stack(args):
+    from wsgiapp.stack.cli import main as stack_main
+    sys.exit(stack_main(args.stack_args))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m wsgiapp', description=__doc__)
     commands = parser.add_subparsers(dest='command', required=True)
@@ -46,6 +51,10 @@ def main(argv=None):
     from wsgiapp.check import add_arguments
     add_arguments(check_parser)
     check_parser.set_defaults(run=check)
+    stack_parser = commands.add_parser('stack', add_help=False,
+                                       help='the private servers of make run: up|down|status|check VAR')
+    stack_parser.add_argument('stack_args', nargs=argparse.REMAINDER)
+    stack_parser.set_defaults(run=stack)
     args = parser.parse_args(argv)
     args.run(args)
 

@@ -9,8 +9,9 @@ from collections import Counter
 
 import pytest
 
-from tests.test_e2e import free_port, new_base
-from tests.stack import Stack
+from tests.test_e2e import new_base
+from wsgiapp.stack.process import free_port
+from wsgiapp.stack.single import Stack
 
 REPORT = []  # one row per scenario, printed as a table at the end
 
@@ -38,9 +39,10 @@ def pytest_terminal_summary(terminalreporter):
               f"| {row.get('found', '')} | {seen} |")
 
 
-def call(port, method, path, body=None, headers=None, timeout=30):
-    """(status, headers, body) or ('error', ...) when the connection itself failed."""
-    connection = http.client.HTTPConnection('127.0.0.1', port, timeout=timeout)
+def call(stack, method, path, body=None, headers=None, timeout=30):
+    """(status, headers, body) over HTTPS, or ('error', ...) when the connection itself failed."""
+    connection = http.client.HTTPSConnection('127.0.0.1', stack.tls_port, timeout=timeout,
+                                             context=stack.ssl_context())
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
@@ -55,8 +57,8 @@ class Load:
     """Threads sending requests on loopback until stopped, for at most `seconds`.
     `request(n)` -> (method, path, body, headers); every answer is recorded with its time."""
 
-    def __init__(self, port, request, threads=4, seconds=60):
-        self.port, self.request, self.seconds = port, request, seconds
+    def __init__(self, stack, request, threads=4, seconds=60):
+        self.stack, self.request, self.seconds = stack, request, seconds
         self.answers = []  # (monotonic time, status, elapsed, headers, body, sent body)
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(threads)]
@@ -68,7 +70,7 @@ class Load:
             n += 1
             method, path, body, headers = self.request(f'{thread_number}-{n}')
             started = time.monotonic()
-            status, answer_headers, answer = call(self.port, method, path, body, headers)
+            status, answer_headers, answer = call(self.stack, method, path, body, headers)
             with self._lock:
                 self.answers.append((started, status, time.monotonic() - started, answer_headers, answer, body))
 

@@ -52,7 +52,7 @@ def wait_for(condition, seconds=15):
 
 def test_mariadb_restart_answers_503_then_recovers_without_uwsgi_restart(stack):
     master = stack.uwsgi.pid()
-    with Load(stack.port, mixed(stack, f'restart-{uuid.uuid4().hex[:6]}'), threads=4) as load:
+    with Load(stack, mixed(stack, f'restart-{uuid.uuid4().hex[:6]}'), threads=4) as load:
         time.sleep(1)
         stack.mariadb.stop()
         down = time.monotonic()
@@ -77,7 +77,7 @@ def test_killed_connections_are_invisible_to_readers(stack):
     con = admin(stack)
     cursor = con.cursor()
     killed = 0
-    with Load(stack.port, lambda n: READ, threads=4, seconds=30) as load:
+    with Load(stack, lambda n: READ, threads=4, seconds=30) as load:
         for _ in range(3):
             time.sleep(1)
             cursor.execute("SELECT id FROM information_schema.processlist WHERE user = 'wsgiapp'")
@@ -96,7 +96,7 @@ def test_killed_connections_are_invisible_to_readers(stack):
 
 def test_a_killed_worker_costs_at_most_its_requests_in_flight(stack):
     before = workers(stack)
-    with Load(stack.port, lambda n: READ, threads=4, seconds=30) as load:
+    with Load(stack, lambda n: READ, threads=4, seconds=30) as load:
         time.sleep(1.5)
         os.kill(before[0], signal.SIGKILL)
         wait_for(lambda: len(workers(stack)) == len(before) and before[0] not in workers(stack))
@@ -108,7 +108,7 @@ def test_a_killed_worker_costs_at_most_its_requests_in_flight(stack):
 
 
 def test_graceful_reload_fails_no_request(stack):
-    with Load(stack.port, mixed(stack, f'reload-{uuid.uuid4().hex[:6]}'), threads=4, seconds=30) as load:
+    with Load(stack, mixed(stack, f'reload-{uuid.uuid4().hex[:6]}'), threads=4, seconds=30) as load:
         time.sleep(1)
         stack.uwsgi.reload()
         time.sleep(1)
@@ -121,7 +121,7 @@ def test_graceful_reload_fails_no_request(stack):
 @pytest.mark.slow
 def test_acknowledged_writes_survive_killed_workers_and_database_crashes(stack):
     tag = f'acked-{uuid.uuid4().hex[:6]}'
-    with Load(stack.port, writer(stack, tag), threads=4, seconds=60) as load:
+    with Load(stack, writer(stack, tag), threads=4, seconds=60) as load:
         time.sleep(2)
         os.kill(workers(stack)[0], signal.SIGKILL)
         time.sleep(2)
@@ -163,7 +163,7 @@ def test_exhausted_pool_waits_boundedly_then_503_and_recovers(stack):
     try:
         con = admin(stack)
         cursor = con.cursor()
-        with Load(stack.port, lambda n: READ, threads=12, seconds=30) as load:
+        with Load(stack, lambda n: READ, threads=12, seconds=30) as load:
             time.sleep(0.5)
             cursor.execute('LOCK TABLES vc_admin WRITE')  # every query now waits: a slow query
             locked = time.monotonic()
@@ -185,8 +185,13 @@ def test_exhausted_pool_waits_boundedly_then_503_and_recovers(stack):
         stack.uwsgi.start(stack.environ())
 
 
-def raw(port, data, read=False, close_after=0.0):
-    with socket.create_connection(('127.0.0.1', port), timeout=10) as client:
+def tls_socket(stack, timeout):
+    plain = socket.create_connection(('127.0.0.1', stack.tls_port), timeout=timeout)
+    return stack.ssl_context().wrap_socket(plain, server_hostname='127.0.0.1')
+
+
+def raw(stack, data, read=False, close_after=0.0):
+    with tls_socket(stack, 10) as client:
         client.sendall(data)
         time.sleep(close_after)
         return client.recv(65536) if read else b''
@@ -196,23 +201,23 @@ def test_awkward_clients_through_nginx(stack):
     log_before = stack.uwsgi.log.read_text()
     statuses = []
     # Long headers within nginx's limits are answered, never a 502.
-    statuses.append(call(stack.port, 'GET', '/api/admins', headers={'X-Long': 'v' * 7500})[0])
+    statuses.append(call(stack, 'GET', '/api/admins', headers={'X-Long': 'v' * 7500})[0])
     many = {f'X-H{n}': 'v' * 5000 for n in range(4)}
-    statuses.append(call(stack.port, 'GET', '/', headers=many)[0])
+    statuses.append(call(stack, 'GET', '/', headers=many)[0])
     assert statuses == [200, 200]
-    too_long = call(stack.port, 'GET', '/', headers={'Cookie': 'c=' + 'v' * 9000})[0]
+    too_long = call(stack, 'GET', '/', headers={'Cookie': 'c=' + 'v' * 9000})[0]
     assert too_long == 400  # nginx's own limit, cleanly
     # Clients that go away mid-request and mid-response.
     for _ in range(30):
-        raw(stack.port, b'POST /api/admins HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
+        raw(stack, b'POST /api/admins HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
                         b'Content-Length: 1000\r\n\r\n{"name": "x')
-        raw(stack.port, b'GET /admins?limit=100 HTTP/1.1\r\nHost: x\r\n\r\n')
+        raw(stack, b'GET /admins?limit=100 HTTP/1.1\r\nHost: x\r\n\r\n')
     # A slow client dribbling its body: nginx buffers it, no uwsgi thread waits for it.
     slow_done = []
 
     def dribble():
         body = json.dumps({'name': f'slow-{uuid.uuid4().hex[:8]}', 'email': 's@x.test'}).encode()
-        with socket.create_connection(('127.0.0.1', stack.port), timeout=30) as client:
+        with tls_socket(stack, 30) as client:
             client.sendall(b'POST /api/admins HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
                            + f'Authorization: Bearer {stack.token()}\r\nContent-Length: {len(body)}\r\n'
                              f'Connection: close\r\n\r\n'.encode())
@@ -227,7 +232,7 @@ def test_awkward_clients_through_nginx(stack):
     quick = []
     for _ in range(20):
         started = time.monotonic()
-        quick.append((call(stack.port, 'GET', '/api/admins?limit=1')[0], time.monotonic() - started))
+        quick.append((call(stack, 'GET', '/api/admins?limit=1')[0], time.monotonic() - started))
     for thread in dribblers:
         thread.join()
     statuses += [s for s, _ in quick]
@@ -237,12 +242,12 @@ def test_awkward_clients_through_nginx(stack):
     assert slow_done == [201] * 12
     new_log = stack.uwsgi.log.read_text()[len(log_before):]
     assert not any(word in new_log for word in ('Traceback', 'IOError', 'error', 'SIGPIPE')), new_log[-2000:]
-    assert call(stack.port, 'GET', '/healthz')[0] == 200
+    assert call(stack, 'GET', '/healthz')[0] == 200
 
 
 def test_no_secret_reaches_a_log(stack):
-    call(stack.port, 'POST', '/api/admins', b'{}', {'Authorization': 'Bearer wrong', 'Content-Type': 'application/json'})
-    password = stack.mariadb._password()
+    call(stack, 'POST', '/api/admins', b'{}', {'Authorization': 'Bearer wrong', 'Content-Type': 'application/json'})
+    password = stack.mariadb.password()
     for log in stack.base.rglob('*.log'):
         text = log.read_text(errors='replace')
         assert password not in text and stack.token() not in text, log

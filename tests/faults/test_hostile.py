@@ -87,7 +87,7 @@ def test_report_generated_requests():
                                   '/static/..%252f..%252fwsgiapp/db.py', '/static/....//wsgiapp/db.py',
                                   '/static/%c0%ae%c0%ae/wsgiapp/db.py', '/static/../../etc/passwd'])
 def test_static_never_leaves_its_directory(stack, path):
-    status, _, body = call(stack.port, 'GET', path)
+    status, _, body = call(stack, 'GET', path)
     assert status in (400, 404)
     assert b'import MySQLdb' not in body and b'root:' not in body
 
@@ -97,7 +97,7 @@ def test_sqlmap_finds_nothing(stack, tmp_path):
     sqlmap = shutil.which('sqlmap')
     if sqlmap is None:
         pytest.fail('sqlmap is not installed: make faults installs it (Debian package sqlmap)')
-    base = f'http://127.0.0.1:{stack.port}'
+    base = stack.url
     common = [sqlmap, '--batch', '--level=2', '--risk=1', f'--output-dir={tmp_path}', '--disable-coloring',
               '--flush-session', '--technique=BEUST', '--timeout=10']
     runs = [
@@ -118,7 +118,7 @@ def test_schemathesis_agrees_with_openapi(stack):
     if not os.path.exists(schemathesis):
         pytest.fail('schemathesis is not installed: make faults installs it')
     done = subprocess.run(
-        [schemathesis, 'run', f'http://127.0.0.1:{stack.port}/openapi.json', '--checks', 'all',
+        [schemathesis, 'run', f'{stack.url}/openapi.json', '--checks', 'all', '--tls-verify', str(stack.ca),
          '-H', f'Authorization: Bearer {stack.token()}', '--max-examples', '40', '--no-color'],
         capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]

@@ -1,0 +1,35 @@
+"""python -m wsgiapp stack up|down|status|check VAR [--port PORT] [--tls-port PORT]:
+the servers of `make run`, private to one directory."""
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='python -m wsgiapp stack', description=__doc__)
+    parser.add_argument('action', choices=['up', 'down', 'status', 'check'])
+    parser.add_argument('var', type=Path, help='directory for data, logs, secrets and generated configs')
+    parser.add_argument('--port', type=int, default=8080, help='HTTP, which redirects to HTTPS')
+    parser.add_argument('--tls-port', type=int, default=8443, help='HTTPS')
+    args = parser.parse_args(argv)
+    from wsgiapp import db
+    from wsgiapp.stack.single import Stack
+    stack = Stack(args.var, args.port, args.tls_port)
+    if args.action == 'up':
+        try:
+            stack.up()
+        except (RuntimeError, OSError, subprocess.CalledProcessError, db.Unavailable) as error:
+            print(f'make run failed: {error}', file=sys.stderr)
+            return 1
+        base = stack.base
+        print(f'\nready: {stack.url}/  (certificate authority: {stack.ca})\n'
+              f'  curl --cacert {stack.ca} {stack.url}/admins\n'
+              f'  API token for writes: {base / "api-token"}; logs: {base}/*.log; stop: make stop', flush=True)
+    elif args.action == 'down':
+        stack.down()
+    elif args.action == 'check':
+        return stack.check()
+    else:
+        return 0 if stack.status() else 3
+    return 0

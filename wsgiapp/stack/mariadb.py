@@ -1,0 +1,156 @@
+"""A MariaDB server of the launcher's own: its data, socket, pid file and log under one
+directory, never the system's server, never port 3306.
+
+Its administrator is reachable over its unix socket only (authenticated by the socket's
+peer: the OS user who started it); over TCP only the application's user exists, with a
+generated password and rights on the application's database alone."""
+import os
+import pwd
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from wsgiapp.stack.process import binary, pid_alive, say, secret_file, tail, terminate
+
+APP_USER = 'wsgiapp'
+APP_DATABASE = 'wsgiapp'
+
+
+class MariaDB:
+    """A mariadbd: unix socket only, or also TCP on `address:port` when a port is given."""
+
+    def __init__(self, base, port=None, address='127.0.0.1', server_id=1, extra_args=()):
+        self.base = Path(base).resolve()
+        self.datadir = self.base / 'mariadb'
+        # Socket and pid file in a directory only we can enter.
+        self.run_dir = self.base / 'mariadb-run'
+        self.socket = self.run_dir / 'mysqld.sock'
+        self.pidfile = self.run_dir / 'mysqld.pid'
+        # LOAD DATA / SELECT ... INTO OUTFILE may touch this directory and nothing else.
+        self.files_dir = self.base / 'mariadb-files'
+        self.log = self.base / 'mariadb.log'
+        self.port = port
+        self.address = address
+        self.server_id = server_id
+        self.extra_args = list(extra_args)
+
+    # The administrator is the OS user who runs the server (MariaDB's unix_socket auth):
+    # root when we are root, else our own login name.
+    admin_user = 'root' if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+
+    def pid(self):
+        return pid_alive(self.pidfile)
+
+    def password(self):
+        # URL-hostile characters on purpose: DATABASE_URL must percent-encode them.
+        return secret_file(self.base / 'db-password', lambda: secrets.token_urlsafe(18) + '@:/%#[]?')
+
+    def admin_kwargs(self):
+        return {'unix_socket': str(self.socket), 'user': self.admin_user, 'charset': 'utf8mb4',
+                'autocommit': True}
+
+    def url(self, tcp=False):
+        """DATABASE_URL of the application user (only SELECT, INSERT, UPDATE, DELETE)."""
+        credentials = f'{APP_USER}:{quote(self.password(), safe="")}'
+        if tcp:
+            return f'mysql://{credentials}@{self.address}:{self.port}/{APP_DATABASE}'
+        return f'mysql://{credentials}@localhost/{APP_DATABASE}?unix_socket={self.socket}'
+
+    def admin_url(self):
+        return f'mysql://{quote(self.admin_user, safe="")}@localhost/{APP_DATABASE}?unix_socket={self.socket}'
+
+    def start(self):
+        if self.pid():
+            say(f'MariaDB is already running (pid {self.pid()}, socket {self.socket})')
+        else:
+            self._start()
+        self._wait_ready()
+        self._secure()
+        self._create_app_user()
+
+    def command(self):
+        """mariadbd's command line (the cluster runs it inside a network namespace)."""
+        as_root = ['--user=root'] if os.geteuid() == 0 else []
+        network = ([f'--port={self.port}', f'--bind-address={self.address}'] if self.port
+                   else ['--skip-networking'])
+        return [
+            binary('mariadbd'), '--no-defaults', f'--datadir={self.datadir}', f'--socket={self.socket}',
+            f'--pid-file={self.pidfile}', f'--log-error={self.log}', *network, *as_root,
+            f'--secure-file-priv={self.files_dir}', f'--server-id={self.server_id}',
+            '--character-set-server=utf8mb4', '--collation-server=utf8mb4_bin',
+            '--innodb-buffer-pool-size=256M', '--max-connections=1000', '--skip-name-resolve',
+            # Said aloud because tests/faults relies on it: a commit is on disk before the
+            # app acknowledges it, so a SIGKILLed mariadbd loses no acknowledged write.
+            '--innodb-flush-log-at-trx-commit=1', *self.extra_args]
+
+    def initialize(self):
+        if (self.datadir / 'mysql').is_dir():
+            return
+        say(f'creating a private MariaDB data directory in {self.datadir}')
+        as_root = ['--user=root'] if os.geteuid() == 0 else []
+        subprocess.run(
+            [binary('mariadb-install-db'), '--no-defaults', f'--datadir={self.datadir}',
+             '--auth-root-authentication-method=socket', f'--auth-root-socket-user={self.admin_user}',
+             '--skip-test-db', *as_root],
+            check=True, stdout=subprocess.DEVNULL, stderr=open(self.log, 'ab'))
+
+    def _start(self, wrap=()):
+        for directory in (self.run_dir, self.files_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+            directory.chmod(0o700)
+        self.initialize()
+        say(f'starting MariaDB on {self.socket}' + (f' and {self.address}:{self.port}' if self.port else ''))
+        subprocess.Popen([*wrap, *self.command()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def _wait_ready(self, seconds=60):
+        import MySQLdb
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                MySQLdb.connect(**self.admin_kwargs(), connect_timeout=2).close()
+                return
+            except MySQLdb.OperationalError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f'MariaDB did not start; its log says:\n{tail(self.log)}') from None
+                time.sleep(0.1)
+
+    def sql(self, *statements, database=None):
+        """Run statements as the administrator; the last one's rows."""
+        import MySQLdb
+        con = MySQLdb.connect(**self.admin_kwargs(), **({'database': database} if database else {}))
+        try:
+            cursor = con.cursor()
+            for statement in statements:
+                if isinstance(statement, tuple):
+                    cursor.execute(*statement)
+                else:
+                    cursor.execute(statement)
+            return cursor.fetchall()
+        finally:
+            con.close()
+
+    def _secure(self):
+        """No administrator or anonymous account reachable over TCP, whatever made the data
+        directory (older versions of this launcher created a password-less root@127.0.0.1)."""
+        rows = self.sql(("SELECT user, host FROM mysql.user WHERE user = '' OR "
+                         "(user IN ('root', 'mysql', %s) AND host <> 'localhost')", (self.admin_user,)))
+        for user, host in rows:
+            self.sql(('DROP USER %s@%s', (user, host)))
+
+    def _create_app_user(self):
+        statements = [f'CREATE DATABASE IF NOT EXISTS {APP_DATABASE} CHARACTER SET utf8mb4']
+        for host in ('localhost', '127.0.0.1' if self.address.startswith('127.') else '%'):
+            statements += [(f"CREATE USER IF NOT EXISTS '{APP_USER}'@'{host}' IDENTIFIED BY %s", (self.password(),)),
+                           f"GRANT SELECT, INSERT, UPDATE, DELETE ON {APP_DATABASE}.* TO '{APP_USER}'@'{host}'"]
+        self.sql(*statements)
+
+    def stop(self):
+        pid = self.pid()
+        if pid:
+            terminate('MariaDB', pid, signal.SIGTERM, 60, signal.SIGKILL)
+        for leftover in (self.socket, self.pidfile):
+            leftover.unlink(missing_ok=True)

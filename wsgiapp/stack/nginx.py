@@ -1,0 +1,130 @@
+"""nginx with a config generated from conf/nginx/wsgiapp.conf: the same site, with only
+the listen addresses, the certificate, the paths and the logs moved to the launcher's own."""
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from wsgiapp.stack.process import ROOT, binary, pid_alive, say, tail, terminate
+
+SITE = ROOT / 'conf' / 'nginx' / 'wsgiapp.conf'
+
+
+class Nginx:
+    """`base` holds the generated config, the pid file and the logs (written by nginx's
+    master, root when we are root); `run_dir` holds what its workers read and write (the
+    static files, the temp files). As root the workers run as www-data, as Debian's nginx
+    does, and run_dir must be a place www-data can reach: see single.py."""
+
+    def __init__(self, base, port, upstream, tls_port, certificate, address='127.0.0.1',
+                 user='www-data' if os.geteuid() == 0 else None, run_dir=None):
+        self.base = Path(base).resolve()
+        self.address = address
+        self.port = port
+        self.tls_port = tls_port
+        self.upstream = upstream
+        self.certificate = certificate  # (fullchain, key, chain) paths
+        self.user = user  # nginx's workers; the directive only applies when started as root
+        self.run_dir = Path(run_dir) if run_dir else self.base / 'run'
+        self.static = self.run_dir / 'static'
+        self.conf = self.base / 'nginx.conf'
+        self.site = self.base / 'nginx-site.conf'
+        self.pidfile = self.base / 'nginx.pid'
+        self.error_log = self.base / 'nginx-error.log'
+        self.access_log = self.base / 'nginx-access.log'
+        self.url = f'https://{address}:{tls_port}'
+        self.http_url = f'http://{address}:{port}'
+
+    def pid(self):
+        return pid_alive(self.pidfile)
+
+    def site_text(self):
+        site = SITE.read_text()
+        fullchain, key, chain = self.certificate
+        for old, new in [('listen 80;', f'listen {self.address}:{self.port};'),
+                         ('listen 443 ssl http2;', f'listen {self.address}:{self.tls_port} ssl http2;'),
+                         ('return 301 https://$host$request_uri;',
+                          f'return 301 https://$host:{self.tls_port}$request_uri;'),
+                         ('/etc/letsencrypt/live/example.com/fullchain.pem', str(fullchain)),
+                         ('/etc/letsencrypt/live/example.com/privkey.pem', str(key)),
+                         ('/etc/letsencrypt/live/example.com/chain.pem', str(chain)),
+                         ('/var/www/letsencrypt', str(self.run_dir / 'acme')),
+                         ('/srv/wsgiapp/conf/static', str(self.static)),
+                         ('unix:/run/wsgiapp/uwsgi.sock', f'unix:{self.upstream}'),
+                         ('/var/log/nginx/wsgiapp.access.log', str(self.access_log)),
+                         ('/var/log/nginx/wsgiapp.error.log', str(self.error_log))]:
+            if old not in site:
+                raise RuntimeError(f'conf/nginx/wsgiapp.conf no longer contains {old!r}')
+            site = site.replace(old, new)
+        return site
+
+    def conf_text(self):
+        temp = self.run_dir / 'nginx-temp'
+        # As root, workers drop to www-data as Debian's nginx does; otherwise they run as us.
+        user = f'user {self.user};\n' if self.user else ''
+        return (
+            f'# Generated from conf/nginx/wsgiapp.conf by wsgiapp/stack/nginx.py: edit that file instead.\n'
+            f'{user}worker_processes 1;\npid {self.pidfile};\nerror_log {self.error_log} warn;\n'
+            'events { worker_connections 1024; }\n'
+            'http {\n    include /etc/nginx/mime.types;\n    default_type application/octet-stream;\n'
+            '    sendfile on;\n    tcp_nopush on;\n    keepalive_timeout 65;\n'
+            + ''.join(f'    {kind}_temp_path {temp}/{kind};\n'
+                      for kind in ('client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'))
+            + f'    include {self.site};\n}}\n')
+
+    def render(self):
+        """Write the config; copy the static files where the workers can read them."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / 'nginx-temp').mkdir(exist_ok=True)
+        (self.run_dir / 'acme').mkdir(exist_ok=True)
+        shutil.rmtree(self.static, ignore_errors=True)
+        shutil.copytree(ROOT / 'conf' / 'static', self.static)
+        self.site.write_text(self.site_text())
+        shutil.copy('/etc/nginx/uwsgi_params', self.base / 'uwsgi_params')
+        self.conf.write_text(self.conf_text())
+
+    def _nginx(self, *args):
+        return subprocess.run([binary('nginx'), '-p', str(self.base), '-c', str(self.conf), *args],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True)
+
+    def start(self):
+        running = self.pid()
+        if running and self.conf.exists() and self.site.exists() and (
+                self.site.read_text(), self.conf.read_text()) == (self.site_text(), self.conf_text()):
+            say(f'nginx is already running (pid {running}, {self.url}/)')
+            return
+        self.render()
+        if running:
+            # Another port or an edited site file: nginx re-reads its config on SIGHUP,
+            # finishing the requests in flight; a config it cannot load leaves the old one.
+            done = self._nginx('-t')
+            if done.returncode != 0:
+                raise RuntimeError(f'the new nginx config is invalid, nginx keeps the old one:\n{done.stderr}')
+            say(f'nginx is running (pid {running}): reloading it to serve {self.url}/')
+            os.kill(running, signal.SIGHUP)
+            self._wait_listening()
+            return
+        say(f'starting nginx on {self.url}/ and {self.http_url}/ (config: {self.conf})')
+        done = self._nginx()
+        if done.returncode != 0:
+            raise RuntimeError(f'nginx did not start:\n{done.stderr}{tail(self.error_log)}')
+
+    def _wait_listening(self, seconds=10):
+        import socket
+        import time
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection((self.address, self.tls_port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f'nginx did not start listening on {self.url}:\n{tail(self.error_log)}')
+
+    def stop(self):
+        pid = self.pid()
+        if pid:
+            # SIGQUIT is nginx's graceful stop: requests in flight are finished first.
+            terminate('nginx', pid, signal.SIGQUIT, 15, signal.SIGTERM)
+        self.pidfile.unlink(missing_ok=True)

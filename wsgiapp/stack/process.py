@@ -1,0 +1,92 @@
+"""What every server of the launcher needs: finding its binary, pid files, stopping it,
+its log's tail, and secrets written with mode 0600 from their first byte."""
+import os
+import secrets
+import shutil
+import socket
+import time
+from pathlib import Path
+
+# The checkout: conf/, static files and the virtualenv are found from here.
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def say(message):
+    print(f'==> {message}', flush=True)
+
+
+def binary(name):
+    """A server's path: Debian puts mariadbd and nginx in /usr/sbin, which a non-root
+    user's PATH often lacks."""
+    found = shutil.which(name, path=f'{os.environ.get("PATH", "")}:/usr/local/sbin:/usr/sbin:/sbin')
+    if found is None:
+        raise RuntimeError(f'{name} is not installed (make installs the Debian packages it needs)')
+    return found
+
+
+def free_port(address='127.0.0.1'):
+    with socket.socket() as probe:
+        probe.bind((address, 0))
+        return probe.getsockname()[1]
+
+
+def process_alive(pid):
+    """True for a running process; False for none or a zombie (exited, not yet reaped)."""
+    try:
+        return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (OSError, IndexError):
+        return False
+
+
+def pid_alive(pidfile):
+    """The pid in `pidfile` if that process runs, else None."""
+    try:
+        pid = int(Path(pidfile).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if process_alive(pid) else None
+
+
+def wait_gone(pid, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not process_alive(pid):
+            try:
+                os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+            except ChildProcessError:
+                pass
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def terminate(name, pid, first, patience, last):
+    """Send `first`; if the process outlives `patience` seconds, send `last`."""
+    say(f'stopping {name} (pid {pid})')
+    try:
+        os.kill(pid, first)
+        if not wait_gone(pid, patience):
+            os.kill(pid, last)
+            wait_gone(pid, 10)
+    except ProcessLookupError:
+        pass
+
+
+def tail(path, lines=20):
+    try:
+        return '\n'.join(Path(path).read_text(errors='replace').splitlines()[-lines:])
+    except OSError:
+        return '(no log)'
+
+
+def secret_file(path, make=lambda: secrets.token_urlsafe(24)):
+    """The secret in `path`, created on first use with mode 0600 from its first byte:
+    O_EXCL so it is never rewritten, the mode given to open() so it is never readable by others."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text()
+    with os.fdopen(fd, 'w') as out:
+        out.write(make())
+    return path.read_text()

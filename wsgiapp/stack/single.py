@@ -1,0 +1,150 @@
+"""One host: MariaDB, uwsgi and nginx together, what `make run` starts.
+
+Everything lives under one directory (var/ for `make run`): data, logs, secrets, the
+generated configs. What nginx's workers must reach (the uwsgi socket, the static files,
+nginx's temp files) lives in a run directory they can enter. As root the workers run as
+www-data, as in production, and www-data cannot enter a checkout under /root or a
+`mktemp -d` directory (mode 0700); so as root the run directory is
+/run/wsgiapp-stack/ID (0750, group www-data), like the /run/wsgiapp of production. As
+another user the workers run as that user, and the run directory is VAR/run."""
+import grp
+import hashlib
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from wsgiapp.stack.mariadb import MariaDB
+from wsgiapp.stack.nginx import Nginx
+from wsgiapp.stack.process import free_port, say, secret_file, tail
+from wsgiapp.stack.tls import Authority
+from wsgiapp.stack.uwsgi import Uwsgi
+
+SYSTEM_RUN = Path('/run/wsgiapp-stack')
+NGINX_GROUP = 'www-data'
+
+
+def run_dir_for(base):
+    if os.geteuid() != 0:
+        return base / 'run'
+    return SYSTEM_RUN / hashlib.sha256(str(base).encode()).hexdigest()[:12]
+
+
+def make_run_dir(path):
+    """The run directory, enterable by nginx's workers and nobody else."""
+    if path.parent == SYSTEM_RUN:
+        SYSTEM_RUN.mkdir(mode=0o755, exist_ok=True)
+        path.mkdir(mode=0o750, exist_ok=True)
+        os.chown(path, 0, grp.getgrnam(NGINX_GROUP).gr_gid)
+        path.chmod(0o750)
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+
+
+def remove_run_dir(path):
+    if path.parent == SYSTEM_RUN:
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            SYSTEM_RUN.rmdir()
+        except OSError:
+            pass  # another stack still runs
+
+
+class Stack:
+    def __init__(self, base, port=8080, tls_port=None):
+        self.base = Path(base).resolve()
+        self.run_dir = run_dir_for(self.base)
+        self.port = port
+        self.tls_port = tls_port or free_port()
+        self.mariadb = MariaDB(self.base)
+        self.uwsgi = Uwsgi(self.base, run_dir=self.run_dir)
+        self.tls_dir = self.base / 'tls'
+        self.nginx = Nginx(self.base, port, self.uwsgi.socket, self.tls_port,
+                           certificate=(self.tls_dir / 'fullchain.pem', self.tls_dir / 'localhost.key',
+                                        self.tls_dir / 'ca.pem'),
+                           run_dir=self.run_dir)
+        self.url = self.nginx.url
+        self.http_url = self.nginx.http_url
+        self.ca = self.tls_dir / 'ca.pem'
+        self._context = None
+
+    def token(self):
+        return secret_file(self.base / 'api-token')
+
+    def environ(self):
+        """What systemd's EnvironmentFile= holds in production."""
+        return {'DATABASE_URL': self.mariadb.url(), 'WSGIAPP_API_TOKEN': self.token()}
+
+    def ssl_context(self):
+        """A client context that trusts this stack's certificate authority, and only it."""
+        if self._context is None:
+            self._context = ssl.create_default_context(cafile=str(self.ca))
+        return self._context
+
+    def certificate(self):
+        """A certificate for 127.0.0.1 and localhost, signed by a CA of this directory."""
+        cert, _ = Authority(self.tls_dir).issue('localhost', dns=['localhost'], ips=['127.0.0.1', '::1'])
+        fullchain = self.tls_dir / 'fullchain.pem'
+        if not fullchain.exists():
+            fullchain.write_bytes(cert.read_bytes() + self.ca.read_bytes())
+
+    def up(self, sample=True):
+        self.base.mkdir(parents=True, exist_ok=True)
+        make_run_dir(self.run_dir)
+        self.certificate()
+        self.mariadb.start()
+        from wsgiapp import config, db
+        # Sample rows go into a new table only: rows a user deleted stay deleted.
+        new = not self.mariadb.sql("SHOW TABLES FROM wsgiapp LIKE 'vc_admin'")
+        say('creating the schema with sample rows' if new and sample else 'the schema is in place')
+        db.initdb(config.from_environ({'DATABASE_URL': self.mariadb.admin_url()}), sample=sample and new)
+        self.uwsgi.start(self.environ())
+        self.nginx.start()
+        self.wait_ready()
+
+    def wait_ready(self, seconds=30):
+        import urllib.error
+        import urllib.request
+        say(f'waiting for {self.url}/readyz')
+        deadline, context = time.monotonic() + seconds, self.ssl_context()
+        while True:
+            try:
+                with urllib.request.urlopen(f'{self.url}/readyz', timeout=2, context=context) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as error:
+                problem = error
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f'{self.url}/readyz did not answer 200 ({problem}).\n'
+                    f'--- {self.uwsgi.log}\n{tail(self.uwsgi.log)}\n'
+                    f'--- {self.nginx.error_log}\n{tail(self.nginx.error_log)}\n'
+                    f'--- {self.mariadb.log}\n{tail(self.mariadb.log)}')
+            time.sleep(0.1)
+
+    def down(self):
+        self.nginx.stop()
+        self.uwsgi.stop()
+        self.mariadb.stop()
+        remove_run_dir(self.run_dir)
+
+    def check(self):
+        """`python -m wsgiapp check` on this stack, with the environment uwsgi has."""
+        import pwd
+        nginx_user = NGINX_GROUP if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        return subprocess.call(
+            [sys.executable, '-m', 'wsgiapp', 'check', '--ini', str(self.uwsgi.ini),
+             '--socket', str(self.uwsgi.socket), '--nginx-conf', str(self.nginx.site),
+             '--nginx-user', nginx_user], env={**os.environ, **self.environ()})
+
+    def status(self):
+        up = True
+        for name, pid in [('MariaDB', self.mariadb.pid()), ('uwsgi', self.uwsgi.pid()), ('nginx', self.nginx.pid())]:
+            print(f'{name:8} {"up, pid %d" % pid if pid else "down"}')
+            up = up and bool(pid)
+        if up:
+            print(f'serving {self.url}/ (and {self.http_url}/, which redirects to it)')
+        return up

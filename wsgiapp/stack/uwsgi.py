@@ -1,0 +1,73 @@
+"""uwsgi from the virtualenv, run with conf/uwsgi.ini as is: only the run directory, the
+socket's owner and the app's settings come from the environment, as systemd's unit sets them."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import suppress
+from pathlib import Path
+
+from wsgiapp.stack.process import ROOT, pid_alive, say, tail, terminate
+
+
+def socket_owner():
+    """user:group for the uwsgi socket. As root, nginx's workers run as www-data (see
+    nginx.py), so the socket goes to that group, as in production."""
+    import grp
+    import pwd
+    if os.geteuid() == 0:
+        return 'root:www-data'
+    return f'{pwd.getpwuid(os.geteuid()).pw_name}:{grp.getgrgid(os.getegid()).gr_name}'
+
+
+class Uwsgi:
+    def __init__(self, base, run_dir=None, ini=ROOT / 'conf' / 'uwsgi.ini'):
+        self.base = Path(base).resolve()
+        self.run_dir = Path(run_dir) if run_dir else self.base / 'run'
+        self.socket = self.run_dir / 'uwsgi.sock'
+        self.pidfile = self.run_dir / 'uwsgi.pid'
+        self.stats = self.run_dir / 'stats.sock'
+        self.log = self.base / 'uwsgi.log'
+        self.ini = ini
+
+    def pid(self):
+        return pid_alive(self.pidfile)
+
+    def command(self, args=()):
+        return [str(Path(sys.executable).parent / 'uwsgi'), '--ini', str(self.ini), *args]
+
+    def environ(self, environ):
+        return {**os.environ, 'WSGIAPP_RUN_DIR': str(self.run_dir), 'WSGIAPP_SOCKET_OWNER': socket_owner(),
+                **environ}
+
+    def start(self, environ, args=(), wrap=()):
+        if self.pid():
+            say(f'uwsgi is already running (pid {self.pid()}, socket {self.socket})')
+            return
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        say(f'starting uwsgi on {self.socket} (log: {self.log})')
+        with open(self.log, 'ab') as log:
+            process = subprocess.Popen([*wrap, *self.command(args)], env=self.environ(environ),
+                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not (self.socket.exists() and self.pid()):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f'uwsgi did not start; its log says:\n{tail(self.log)}')
+            time.sleep(0.05)
+
+    def reload(self):
+        os.kill(self.pid(), signal.SIGHUP)
+
+    def stop(self):
+        pid = self.pid()
+        if pid:
+            # die-on-term: on SIGTERM the master stops its workers, then itself.
+            terminate('uwsgi', pid, signal.SIGTERM, 40, signal.SIGKILL)
+            # The master leads its own process group (start_new_session): nothing of it may
+            # outlive it, even a worker it lost track of.
+            with suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        for leftover in (self.socket, self.pidfile, self.stats):
+            leftover.unlink(missing_ok=True)
