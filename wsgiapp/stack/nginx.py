@@ -51,7 +51,7 @@ class Nginx:
                          ('/etc/letsencrypt/live/example.com/chain.pem', str(chain)),
                          ('/var/www/letsencrypt', str(self.run_dir / 'acme')),
                          ('/srv/wsgiapp/conf/static', str(self.static)),
-                         ('unix:/run/wsgiapp/uwsgi.sock', f'unix:{self.upstream}'),
+                         ('server unix:/run/wsgiapp/uwsgi.sock;', f'server unix:{self.upstream};'),
                          ('/var/log/nginx/wsgiapp.access.log', str(self.access_log)),
                          ('/var/log/nginx/wsgiapp.error.log', str(self.error_log))]:
             if old not in site:
