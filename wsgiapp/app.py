@@ -21,6 +21,12 @@ from wsgiapp.views import Views  # noqa: E402
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 NO_BODY = (204, 304)
+# Variables of the uwsgi protocol that make uWSGI 2.0 load code, set the environment, read
+# a file as the body or change directory. nginx never sends them (its uwsgi_param lines
+# here set none), so a packet carrying one did not come through nginx.
+UWSGI_CONTROL = ('UWSGI_FILE', 'UWSGI_SCRIPT', 'UWSGI_MODULE', 'UWSGI_CALLABLE', 'UWSGI_APPID',
+                 'UWSGI_SETENV', 'UWSGI_POSTFILE', 'UWSGI_CHDIR', 'UWSGI_HOME', 'UWSGI_PYHOME',
+                 'UWSGI_TOUCH_RELOAD', 'UWSGI_SCHEME')
 
 
 class Application:
@@ -34,6 +40,10 @@ class Application:
         try:
             if request.path is None:
                 raise BadRequest('the path is not valid UTF-8')
+            if any(name in environ for name in UWSGI_CONTROL):
+                self.log(request, 'refused a uwsgi packet with UWSGI_* control variables: '
+                                  'something other than nginx can reach the socket')
+                raise BadRequest('this request did not come through the web server')
             handler, args = self.router.resolve(request.method, request.path)
             response = handler(request, *args)
         except HTTPError as error:
