@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 DEBIAN_PACKAGES := mariadb-server mariadb-client nginx libmariadb-dev pkg-config gcc \
                    python3-dev python3-venv chromium wrk
 
-.PHONY: all deps venv run stop status check test faults bench clean
+.PHONY: all deps venv run stop status check lint test faults bench clean
 all: run
 
 deps:
@@ -32,8 +32,15 @@ $(VENV)/.installed: setup.cfg pyproject.toml | deps
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
-test: venv
+lint: venv
+	$(BIN)/ruff check wsgiapp tests bench
+
+# The suite must leave the work tree as it found it: `git status` is compared before and after.
+test: venv lint
+	@git status --porcelain > $(VENV)/status-before 2>/dev/null || true
 	$(BIN)/python -m pytest -m 'not slow'
+	@git status --porcelain 2>/dev/null | diff -u $(VENV)/status-before - \
+	    || { echo 'make test changed the work tree (above): a test writes where it should not'; exit 1; }
 
 # The whole fault suite: 10,000 generated requests, crashes, sqlmap and schemathesis.
 faults: venv

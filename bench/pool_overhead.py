@@ -15,9 +15,9 @@ import uuid
 
 import MySQLdb
 
+from wsgiapp import config, db
 from wsgiapp.stack.mariadb import MariaDB
 from wsgiapp.stack.process import ROOT
-from wsgiapp import config, db
 
 
 def main(argv=None):

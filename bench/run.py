@@ -274,12 +274,13 @@ def write_report(out, table, rss, scaling, info, seconds, rounds):
     base_ceiling = {route: table.get(('ceiling', '/'), {}).get('rps') for route in ROUTES}
     base_ceiling['/api/admins'] = table.get(('ceiling-db', '/api/admins'), {}).get('rps')
     seed = table.get(('seed', '/api/admins'), {}).get('rps')
+    uwsgi_version = info['uwsgi'] if info['uwsgi'].startswith('uWSGI') else 'uWSGI ' + info['uwsgi']
     lines = [
         '# Benchmark', '',
         f'`make bench`: wrk -t2 -c32, {seconds} s per case after a 1 s warm-up, through nginx and uwsgi '
         f'(conf/ settings, a unix socket), MariaDB over TCP with a password; medians of {rounds} rounds. '
-        f'{info["cpus"]} CPUs; Python {info["python"]}; {info["uwsgi"] if info["uwsgi"].startswith("uWSGI") else "uWSGI " + info["uwsgi"]}; '
-        f'nginx {info["nginx"]}; {info["mariadb"]}; {info["wrk"]}; mysqlclient {info["mysqlclient"]}; Flask {info["flask"]}.', '',
+        f'{info["cpus"]} CPUs; Python {info["python"]}; {uwsgi_version}; nginx {info["nginx"]}; '
+        f'{info["mariadb"]}; {info["wrk"]}; mysqlclient {info["mysqlclient"]}; Flask {info["flask"]}.', '',
         'Ratios: `x ceiling` is against `ceiling` for pages and against `ceiling-db` for `/api/admins`; '
         '`x seed` against the seed\'s app on its one query. CPU is uwsgi\'s user + system time per request.', '',
         '| route | peer | req/s | p50 ms | p99 ms | CPU µs/req | errors | x ceiling | x seed |',
@@ -300,7 +301,8 @@ def write_report(out, table, rss, scaling, info, seconds, rounds):
     if scaling:
         lines += ['', '## Keyset pagination: `/api/admins?after=N/2`', '', '| rows | req/s | p50 ms | p99 ms |',
                   '|---:|---:|---:|---:|']
-        lines += [f'| {rows:,} | {s["rps"]:,.0f} | {s["p50_ms"]:.2f} | {s["p99_ms"]:.2f} |' for rows, s in scaling.items()]
+        lines += [f'| {rows:,} | {s["rps"]:,.0f} | {s["p50_ms"]:.2f} | {s["p99_ms"]:.2f} |'
+                  for rows, s in scaling.items()]
     lines += ['', '## Memory', '', 'Largest uwsgi worker RSS after its run: '
               + ', '.join(f'{peer} {kib / 1024:.1f} MiB' for peer, kib in rss.items()) + '.', '']
     (out / 'latest.md').write_text('\n'.join(lines))

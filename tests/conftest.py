@@ -7,9 +7,9 @@ import MySQLdb
 import pytest
 import webtest
 
-from wsgiapp.stack.mariadb import MariaDB
 from wsgiapp import config, db
 from wsgiapp.app import Application
+from wsgiapp.stack.mariadb import MariaDB
 
 TOKEN = 's3cret-token'
 

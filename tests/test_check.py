@@ -5,8 +5,8 @@ import socket
 
 import pytest
 
-from wsgiapp.stack.process import ROOT
 from wsgiapp import check
+from wsgiapp.stack.process import ROOT
 
 SITE = ROOT / 'conf' / 'nginx' / 'wsgiapp.conf'
 

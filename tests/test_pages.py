@@ -146,7 +146,7 @@ def test_pep3333_conformance_under_wsgiref_validator():
                    'SCRIPT_NAME': '', 'QUERY_STRING': ''}
         setup_testing_defaults(environ)
         seen = []
-        result = checked(environ, lambda status, headers, exc_info=None: seen.append(status))
+        result = checked(environ, lambda status, headers, exc_info=None, seen=seen: seen.append(status))
         body = b''.join(result)
         result.close()
         assert seen[0].startswith(expected), (path, seen)

@@ -14,8 +14,7 @@ if __package__ in (None, ''):  # loaded by path, as uwsgi's wsgi-file does: find
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from wsgiapp import config, db, pages, routing  # noqa: E402
-from wsgiapp.http import (STATUS_LINES, BadRequest, HTTPError, Request,  # noqa: E402
-                          ServiceUnavailable, html, json_response, text)
+from wsgiapp.http import STATUS_LINES, BadRequest, HTTPError, Request, ServiceUnavailable, html, json_response, text  # noqa: E402
 from wsgiapp.views import Views  # noqa: E402
 
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; "

@@ -4,8 +4,7 @@ import json
 import unicodedata
 
 from wsgiapp import db, pages
-from wsgiapp.http import (Conflict, NotFound, UnprocessableEntity,
-                          html, json_response, no_content, text)
+from wsgiapp.http import Conflict, NotFound, UnprocessableEntity, html, json_response, no_content, text
 from wsgiapp.openapi import OPENAPI
 
 MAX_ID = 2**32 - 1  # INT UNSIGNED

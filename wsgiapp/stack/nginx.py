@@ -17,15 +17,16 @@ class Nginx:
     static files, the temp files). As root the workers run as www-data, as Debian's nginx
     does, and run_dir must be a place www-data can reach: see single.py."""
 
-    def __init__(self, base, port, upstream, tls_port, certificate, address='127.0.0.1',
-                 user='www-data' if os.geteuid() == 0 else None, run_dir=None):
+    def __init__(self, base, port, upstream, tls_port, certificate, address='127.0.0.1', user='default',
+                 run_dir=None):
         self.base = Path(base).resolve()
         self.address = address
         self.port = port
         self.tls_port = tls_port
         self.upstream = upstream
         self.certificate = certificate  # (fullchain, key, chain) paths
-        self.user = user  # nginx's workers; the directive only applies when started as root
+        # nginx's workers: www-data as root (the directive only applies when started as root)
+        self.user = ('www-data' if os.geteuid() == 0 else None) if user == 'default' else user
         self.run_dir = Path(run_dir) if run_dir else self.base / 'run'
         self.static = self.run_dir / 'static'
         self.conf = self.base / 'nginx.conf'
