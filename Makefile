@@ -1,4 +1,5 @@
 # make run | stop | status | check | test | bench — each works from a fresh clone.
+# make install: a production virtualenv (the app and uwsgi only), for /srv/wsgiapp.
 # Debian packages are installed with apt-get when missing (as root, or through sudo);
 # everything Python lives in the virtualenv $(VENV); all runtime state lives in $(VAR)/.
 SHELL := /bin/bash
@@ -8,14 +9,16 @@ VAR ?= var
 PORT ?= 8080
 TLS_PORT ?= 8443
 BIN := $(VENV)/bin
-DEBIAN_PACKAGES := mariadb-server mariadb-client nginx libmariadb-dev pkg-config gcc \
-                   python3-dev python3-venv chromium wrk
+# What a server needs (the build headers are for mysqlclient and uwsgi), then what the
+# development stack and the tests add.
+SERVER_PACKAGES := mariadb-client libmariadb-dev pkg-config gcc python3-dev python3-venv openssl
+DEBIAN_PACKAGES := $(SERVER_PACKAGES) mariadb-server nginx chromium wrk
 
-.PHONY: all deps venv run stop status check lint test faults bench clean
+.PHONY: all deps venv install run stop status check lint test faults bench clean
 all: run
 
 deps:
-	@missing=$$(for p in $(DEBIAN_PACKAGES); do \
+	@missing=$$(for p in $(or $(PACKAGES),$(DEBIAN_PACKAGES)); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	    echo "==> installing Debian packages:" $$missing; \
@@ -31,6 +34,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml | deps
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
+
+# Production: the package and uwsgi, not editable, no test tools.
+install:
+	@$(MAKE) -s deps PACKAGES="$(SERVER_PACKAGES)"
+	@echo "==> creating the virtualenv $(VENV) with the app and uwsgi (uwsgi compiles: a minute or two)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q '.[server]'
 
 lint: venv
 	$(BIN)/ruff check wsgiapp tests bench

@@ -50,7 +50,7 @@ class Nginx:
                          ('/etc/letsencrypt/live/example.com/fullchain.pem', str(fullchain)),
                          ('/etc/letsencrypt/live/example.com/privkey.pem', str(key)),
                          ('/etc/letsencrypt/live/example.com/chain.pem', str(chain)),
-                         ('/var/www/letsencrypt', str(self.run_dir / 'acme')),
+                         ('root /var/www/html;', f'root {self.run_dir / "acme"};'),
                          ('/srv/wsgiapp/conf/static', str(self.static)),
                          ('server unix:/run/wsgiapp/uwsgi.sock;', f'server unix:{self.upstream};'),
                          ('/var/log/nginx/wsgiapp.access.log', str(self.access_log)),
