@@ -1,4 +1,4 @@
-"""python -m wsgiapp serve | initdb [--sample] | check"""
+"""python -m wsgiapp serve | initdb [--sample] | check | token"""
 import argparse
 import sys
 
@@ -27,6 +27,12 @@ def initdb(args):
     print(f'initdb: vc_admin is ready with {rows} rows', file=sys.stderr)
 
 
+def token(args):
+    """A new API token, alone on stdout: echo "WSGIAPP_API_TOKEN=$(python -m wsgiapp token)" >> /etc/wsgiapp/env"""
+    import secrets
+    print(secrets.token_urlsafe(32))  # 32 random bytes: 43 URL-safe characters, nothing to quote
+
+
 def check(args):
     from wsgiapp import check as diagnose
     sys.exit(diagnose.main(args))
@@ -46,6 +52,8 @@ def main(argv=None):
     from wsgiapp.check import add_arguments
     add_arguments(check_parser)
     check_parser.set_defaults(run=check)
+    token_parser = commands.add_parser('token', help='print a new random API token for WSGIAPP_API_TOKEN')
+    token_parser.set_defaults(run=token)
     args = parser.parse_args(argv)
     args.run(args)
 
