@@ -1,36 +1,84 @@
 """`python -m wsgiapp check` names the fix for each classic fault of the seed post."""
 import argparse
+import grp
+import json
 import os
+import pwd
 import socket
+import subprocess
+import sys
+import traceback
+from pathlib import Path
 
 import pytest
 
-from tests.stack import ROOT
 from wsgiapp import check
 
+ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / 'conf' / 'nginx' / 'wsgiapp.conf'
+WWW_DATA = 33  # Debian's nginx user
+OTHER_UID = 1234  # no such user: a checkout that belongs to someone else
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason='needs root to hand files to other users')
 
-
-def run(tmp_path, environ, ini=ROOT / 'conf' / 'uwsgi.ini', sock=None, site=SITE, nginx_user='root'):
+def run(tmp_path, environ, ini=ROOT / 'conf' / 'uwsgi.ini', sock=None, site=SITE, nginx_user='root', args=()):
+    """(exit status, output) of the check, on nothing of this machine's unless passed in."""
     parser = argparse.ArgumentParser()
     check.add_arguments(parser)
     args = parser.parse_args(['--ini', str(ini), '--nginx-conf', str(site), '--nginx-user', nginx_user,
-                              '--socket', str(sock or tmp_path / 'missing.sock')])
+                              '--socket', str(sock or tmp_path / 'missing.sock'), '--env-file', '', *map(str, args)])
     lines = []
-    status = check.main(args, environ=environ, out=lines.append)
+    status = check.main(args, environ={'WSGIAPP_RUN_DIR': str(tmp_path / 'run'), **environ}, out=lines.append)
     return status, '\n'.join(lines)
+
+
+def line_of(output, words):
+    """The one FAIL or ok line (with its fix) that contains `words`."""
+    found = [line for line in output.replace('\n      fix:', '  fix:').splitlines() if words in line]
+    assert len(found) == 1, output
+    return found[0]
+
+
+def as_user(uid, function):
+    """function()'s JSON-able result, computed in a child process running as `uid` with that
+    user's groups: the kernel, not root's privileges, decides what it may open."""
+    user = pwd.getpwuid(uid)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        status = 1
+        try:
+            os.setgroups([g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem])
+            os.setgid(user.pw_gid)
+            os.setuid(uid)
+            os.write(write, json.dumps(function()).encode())
+            status = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(status)
+    os.close(write)
+    with os.fdopen(read) as result:
+        data = result.read()
+    assert os.waitpid(pid, 0)[1] == 0
+    return json.loads(data)
+
+
+def listen(path):
+    """A real listening unix socket, like uwsgi's."""
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(1)
+    return server
 
 
 @pytest.fixture
 def listening(tmp_path):
-    """A real listening unix socket, like uwsgi's."""
-    path = tmp_path / 'uwsgi.sock'
-    server = socket.socket(socket.AF_UNIX)
-    server.bind(str(path))
-    server.listen(1)
-    yield path
+    server = listen(tmp_path / 'uwsgi.sock')
+    yield tmp_path / 'uwsgi.sock'
     server.close()
 
+
+# uwsgi's config and socket
 
 def test_ini_without_uwsgi_header(tmp_path):
     ini = tmp_path / 'config.ini'
@@ -59,13 +107,12 @@ def test_stale_socket_file_refuses(tmp_path):
     assert 'refuses connections' in output
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason='needs root to hand the socket to another owner')
+@as_root
 def test_socket_nginx_cannot_connect_to(tmp_path, listening):
     os.chmod(listening, 0o600)  # root only: www-data may not connect
-    os.chmod(tmp_path, 0o755)
     output = run(tmp_path, {}, sock=listening, nginx_user='www-data')[1]
     assert 'nginx user www-data may not connect' in output and 'chmod-socket = 660' in output
-    os.chown(listening, 0, __import__('grp').getgrnam('www-data').gr_gid)
+    os.chown(listening, 0, grp.getgrnam('www-data').gr_gid)
     os.chmod(listening, 0o660)
     assert 'nginx user www-data may connect' in run(tmp_path, {}, sock=listening, nginx_user='www-data')[1]
 
@@ -75,18 +122,115 @@ def test_world_writable_socket(tmp_path, listening):
     assert 'world-writable' in run(tmp_path, {}, sock=listening)[1]
 
 
+# nginx
+
 def test_nginx_site_without_uwsgi_params(tmp_path):
     site = tmp_path / 'site.conf'
-    site.write_text('server {\n  location / {\n    # include uwsgi_params;\n    uwsgi_pass unix:/tmp/my.sock;\n  }\n}\n')
+    site.write_text('server {\n  location / {\n    # include uwsgi_params;\n'
+                    '    uwsgi_pass unix:/tmp/my.sock;\n  }\n}\n')
     output = run(tmp_path, {}, site=site)[1]
     assert 'does not include uwsgi_params' in output and 'add "include uwsgi_params;"' in output
     assert 'includes uwsgi_params' in run(tmp_path, {})[1]
+
+
+# The environment file
+
+@pytest.mark.parametrize('line, value', [
+    ('KEY=plain', 'plain'), ('  KEY = spaced  ', 'spaced'), ('KEY="double quoted"', 'double quoted'),
+    ("KEY='single \"quoted\"'", 'single "quoted"'), (r'KEY="a\"b\\c\$d"', 'a"b\\c$d'),
+    (r'KEY=back\slash', 'backslash'), ('KEY=', ''), ('KEY=has # no comment', 'has # no comment'),
+    ('KEY=mysql://u:p%40ss@h/d', 'mysql://u:p%40ss@h/d'), ('KEY=a=b', 'a=b'),
+])
+def test_env_file_values_as_systemd_reads_them(tmp_path, line, value):
+    path = tmp_path / 'env'
+    path.write_text(f'# a comment\n; another\n\n{line}\n')
+    assert check.read_env_file(path) == ({'KEY': value}, [])
+
+
+def test_env_file_lines_systemd_skips_are_problems(tmp_path):
+    path = tmp_path / 'env'
+    path.write_text('export DATABASE_URL=mysql://u:p@h/d\nWSGIAPP_API_TOKEN\n1BAD=x\nGOOD=1\n')
+    assert check.read_env_file(path) == ({'GOOD': '1'}, [
+        'line 1 is not KEY=VALUE ("export" is shell, not systemd)', 'line 2 is not KEY=VALUE',
+        'line 3 is not KEY=VALUE'])
+    output = run(tmp_path, {}, args=['--env-file', path])[1]
+    line = line_of(output, 'line 1')
+    assert line.startswith(f'FAIL  environment file {path}: line 1') and 'without "export"' in line
+
+
+def test_env_file_overrides_the_environment(tmp_path, database_url, admin_kwargs):  # admin_kwargs: the table
+    path = tmp_path / 'env'
+    path.write_text(f'# /etc/wsgiapp/env\nDATABASE_URL="{database_url}"\nWSGIAPP_POOL_SIZE=4\n')
+    environ = {'DATABASE_URL': 'mysql://u:p@h:port/d', 'WSGIAPP_POOL_SIZE': 'abc'}
+    status, output = run(tmp_path, environ, args=['--env-file', path])
+    assert f'ok    read 2 variables from {path}' in output
+    assert 'DATABASE_URL connects and vc_admin exists' in output
+    assert 'WSGIAPP_POOL_SIZE' not in output
+    assert 'WSGIAPP_POOL_SIZE must be' in run(tmp_path, environ)[1]  # without the file
+
+
+def test_env_file_defaults_to_etc_wsgiapp_env_when_it_exists(tmp_path, monkeypatch):
+    path = tmp_path / 'env'
+    path.write_text('WSGIAPP_POOL_SIZE=abc\n')
+    monkeypatch.setattr(check, 'DEFAULT_ENV_FILE', str(path))
+    parser = argparse.ArgumentParser()
+    check.add_arguments(parser)
+    lines = []
+    check.main(parser.parse_args(['--socket', str(tmp_path / 'none.sock')]), environ={}, out=lines.append)
+    assert f'read 1 variables from {path}' in lines[0] and 'WSGIAPP_POOL_SIZE must be' in '\n'.join(lines)
+    monkeypatch.setattr(check, 'DEFAULT_ENV_FILE', str(tmp_path / 'absent'))
+    lines = []
+    check.main(parser.parse_args(['--socket', str(tmp_path / 'none.sock')]), environ={}, out=lines.append)
+    assert lines[0].startswith("ok    no environment file: checking this process's environment")
+
+
+@as_root
+def test_env_file_unreadable_names_the_file_and_sudo(tmp_path):
+    path = tmp_path / 'env'
+    path.write_text('DATABASE_URL=mysql://u:topsecret@h/d\n')
+    path.chmod(0o600)  # root's, as in production
+    status, output = as_user(pwd.getpwnam('nobody').pw_uid, lambda: run(tmp_path, {}, args=['--env-file', path]))
+    assert status == 1
+    line = line_of(output, 'environment file')
+    assert line.startswith(f'FAIL  environment file {path} is not readable') and 'sudo' in line
+    assert 'topsecret' not in output
+
+
+# Settings and the database
+
+def test_malformed_numbers_are_each_a_fail_line(tmp_path):
+    status, output = run(tmp_path, {'WSGIAPP_POOL_SIZE': 'abc', 'WSGIAPP_MAX_BODY': '1'})
+    assert status == 1
+    assert line_of(output, 'WSGIAPP_POOL_SIZE').startswith('FAIL  WSGIAPP_POOL_SIZE must be a number from 1 to 1000')
+    assert line_of(output, 'WSGIAPP_MAX_BODY').startswith('FAIL  WSGIAPP_MAX_BODY must be a number')
+    assert 'DATABASE_URL is not set' in output  # the rest is still checked
+
+
+def test_the_command_never_ends_in_a_traceback(tmp_path):
+    done = subprocess.run([sys.executable, '-m', 'wsgiapp', 'check', '--env-file', '', '--socket', str(tmp_path / 's')],
+                          env={**os.environ, 'WSGIAPP_POOL_SIZE': 'abc', 'DATABASE_URL': 'mysql://u:top[secret@h/d'},
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 1 and done.stderr == ''
+    assert 'FAIL  WSGIAPP_POOL_SIZE' in done.stdout and 'FAIL  DATABASE_URL' in done.stdout
+
+
+def test_an_unexpected_error_is_a_fail_line(tmp_path, monkeypatch):
+    def broken(*args):
+        raise RuntimeError('the ini parser broke')
+    monkeypatch.setattr(check, 'check_ini', broken)
+    status, output = run(tmp_path, {})
+    assert status == 1
+    assert 'FAIL  the check itself failed: RuntimeError: the ini parser broke' in output
+    assert output.endswith('problem(s) found')
 
 
 def test_database_url_unset_or_malformed(tmp_path):
     assert 'DATABASE_URL is not set' in run(tmp_path, {})[1]
     output = run(tmp_path, {'DATABASE_URL': 'mysql://u:secret-pw@h:port/d'})[1]
     assert 'DATABASE_URL' in output and 'secret-pw' not in output
+    line = line_of(run(tmp_path, {'DATABASE_URL': 'mysql://u:secret#pw@h/d'})[1], 'DATABASE_URL')
+    assert line.startswith('FAIL  DATABASE_URL') and "quote(password, safe='')" in line
+    assert "print(urllib.parse.quote(sys.argv[1], safe=\"\"))' PASSWORD" in line and 'secret' not in line
 
 
 def test_database_unreachable(tmp_path):

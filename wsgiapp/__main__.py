@@ -1,5 +1,6 @@
 """python -m wsgiapp serve | initdb [--sample] | check | token"""
 import argparse
+import os
 import sys
 
 
@@ -35,7 +36,12 @@ def token(args):
 
 def check(args):
     from wsgiapp import check as diagnose
-    sys.exit(diagnose.main(args))
+    try:
+        status = diagnose.main(args)
+    except BrokenPipeError:  # check | head: stop quietly, and keep the final flush from failing again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 1
+    sys.exit(status)
 
 
 def main(argv=None):

@@ -12,6 +12,9 @@ import MySQLdb
 from wsgiapp import config, db
 
 DEFAULT_RUN_DIR = '/run/wsgiapp'
+DEFAULT_ENV_FILE = '/etc/wsgiapp/env'  # the systemd unit's EnvironmentFile=
+ENV_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
+ENCODE_COMMAND = """python3 -c 'import urllib.parse, sys; print(urllib.parse.quote(sys.argv[1], safe=""))' PASSWORD"""
 
 
 class Report:
@@ -26,6 +29,67 @@ class Report:
         self.failed += 1
         self.out(f'FAIL  {what}\n      fix: {fix}')
 
+
+# The environment file
+
+def read_env_file(path):
+    """(variables, problems) from a file as systemd's EnvironmentFile= reads it: KEY=VALUE
+    lines, '#' and ';' comment lines, blank lines, values optionally in single or double
+    quotes. systemd skips a line it cannot read (`export KEY=...`, no '='), leaving the
+    variable unset: each such line is a problem. Raises OSError or UnicodeDecodeError."""
+    variables, problems = {}, []
+    with open(path, encoding='utf-8') as lines:
+        for number, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line or line[0] in '#;':
+                continue
+            key, equals, value = line.partition('=')
+            key = key.strip()
+            if not equals or not ENV_NAME.fullmatch(key):
+                exported = ' ("export" is shell, not systemd)' if key.startswith('export') else ''
+                problems.append(f'line {number} is not KEY=VALUE{exported}')
+                continue
+            variables[key] = _unquote(value.strip())
+    return variables, problems
+
+
+def _unquote(value):
+    if len(value) >= 2 and value[0] == value[-1] == "'":
+        return value[1:-1]
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r'\\([\\"`$])', r'\1', value[1:-1])  # the escapes systemd reads in double quotes
+    return re.sub(r'\\(.)', r'\1', value)  # unquoted, systemd drops a backslash and keeps what follows
+
+
+def check_env_file(report, path):
+    """The variables the file gives uwsgi, or {} when it cannot be read."""
+    try:
+        variables, problems = read_env_file(path)
+    except PermissionError:
+        report.fail(f'environment file {path} is not readable by this user (it should be root-only, mode 600)',
+                    f'run the check as root: sudo .venv/bin/python -m wsgiapp check --env-file {path}')
+        return {}
+    except UnicodeDecodeError:
+        report.fail(f'environment file {path} is not UTF-8', 'write it in UTF-8: systemd skips what is not')
+        return {}
+    except OSError as error:
+        report.fail(f'environment file {path}: {error.strerror}',
+                    "pass --env-file with the file the unit's EnvironmentFile= names")
+        return {}
+    for problem in problems:
+        report.fail(f'environment file {path}: {problem}: systemd skips it and uwsgi never sees it',
+                    'write it as KEY=VALUE on one line, without "export"')
+    report.ok(f'read {len(variables)} variables from {path}, as systemd gives them to uwsgi')
+    return variables
+
+
+def _env_file(path):
+    if path is not None:
+        return path or None  # --env-file '': none
+    return DEFAULT_ENV_FILE if os.path.exists(DEFAULT_ENV_FILE) else None
+
+
+# uwsgi
 
 def check_ini(report, path):
     try:
@@ -95,6 +159,8 @@ def check_socket(report, path, nginx_user):
                     f'chown-socket = USER:{grp.getgrgid(user.pw_gid).gr_name} and chmod-socket = 660 in uwsgi.ini')
 
 
+# nginx
+
 def check_nginx(report, path, socket_path):
     try:
         with open(path, encoding='utf-8') as conf:
@@ -103,7 +169,8 @@ def check_nginx(report, path, socket_path):
         report.fail(f'nginx site {path}: {error.strerror}', 'pass --nginx-conf with the path of your nginx site file')
         return
     if 'uwsgi_pass' not in text:
-        report.fail(f'nginx site {path} has no uwsgi_pass', 'add: location / { include uwsgi_params; uwsgi_pass unix:SOCKET; }')
+        report.fail(f'nginx site {path} has no uwsgi_pass',
+                    'add: location / { include uwsgi_params; uwsgi_pass unix:SOCKET; }')
         return
     if not re.search(r'include\s+\S*uwsgi_params\s*;', text):
         report.fail(f'nginx site {path} does not include uwsgi_params: uwsgi gets no PATH_INFO, '
@@ -116,12 +183,31 @@ def check_nginx(report, path, socket_path):
                     'make uwsgi_pass and uwsgi\'s socket option name the same path')
 
 
+# The application's settings
+
+def check_settings(report, environ):
+    """Each malformed number on a line of its own, then the database (with those at their defaults)."""
+    malformed = set()
+    for name in config.NUMBERS:
+        try:
+            config.number(environ, name)
+        except config.ConfigError as error:
+            malformed.add(name)
+            report.fail(f'{error}: uwsgi would not start',
+                        f'correct {name} in the environment file, or remove it for the default')
+    check_database(report, {key: value for key, value in environ.items() if key not in malformed})
+
+
 def check_database(report, environ):
     settings = config.from_environ(environ)
     if settings.database is None:
-        report.fail(settings.database_problem,
-                    'set DATABASE_URL=mysql://USER:PASSWORD@HOST/DBNAME in the uwsgi environment '
-                    '(EnvironmentFile= in the systemd unit)')
+        if environ.get('DATABASE_URL', '').strip():
+            fix = ('write DATABASE_URL as mysql://USER:PASSWORD@HOST/DBNAME, user and password percent-encoded: '
+                   + ENCODE_COMMAND)
+        else:
+            fix = ('set DATABASE_URL=mysql://USER:PASSWORD@HOST/DBNAME in the uwsgi environment '
+                   '(EnvironmentFile= in the systemd unit, or --env-file)')
+        report.fail(settings.database_problem, fix)
         return
     try:
         con = MySQLdb.connect(**db.connect_kwargs(settings, connect_timeout=2, read_timeout=2))
@@ -147,22 +233,42 @@ def check_database(report, environ):
         con.close()
 
 
-def main(args, environ=None, out=print):
-    environ = os.environ if environ is None else environ
-    report = Report(out)
-    run_dir = environ.get('WSGIAPP_RUN_DIR', DEFAULT_RUN_DIR)
+def run_checks(report, args, environ):
+    env_file = _env_file(args.env_file)
+    if env_file:
+        environ = {**environ, **check_env_file(report, env_file)}  # as systemd would hand them to uwsgi
+    else:
+        report.ok('no environment file: checking this process\'s environment (--env-file)')
+    run_dir = environ.get('WSGIAPP_RUN_DIR') or DEFAULT_RUN_DIR
     socket_path = args.socket or os.path.join(run_dir, 'uwsgi.sock')
     check_ini(report, args.ini)
     check_socket(report, socket_path, args.nginx_user)
     check_nginx(report, args.nginx_conf, socket_path)
-    check_database(report, environ)
+    check_settings(report, environ)
+
+
+def main(args, environ=None, out=print):
+    environ = os.environ if environ is None else environ
+    report = Report(out)
+    try:
+        run_checks(report, args, environ)
+    except BrokenPipeError:
+        raise  # the reader has gone (check | head): nothing more can be said to it
+    except Exception as error:  # a diagnosis must end in a verdict, never in a traceback
+        report.fail(f'the check itself failed: {type(error).__name__}: {error}',
+                    'fix what it names, or run the check as root; the lines above still stand')
     out(f'{report.failed} problem(s) found' if report.failed else 'all checks passed')
     return 1 if report.failed else 0
 
 
 def add_arguments(parser):
     parser.add_argument('--ini', default='conf/uwsgi.ini', help='uwsgi config (default: %(default)s)')
-    parser.add_argument('--socket', help='uwsgi socket (default: $WSGIAPP_RUN_DIR/uwsgi.sock or /run/wsgiapp/uwsgi.sock)')
+    parser.add_argument('--socket',
+                        help='uwsgi socket (default: $WSGIAPP_RUN_DIR/uwsgi.sock or /run/wsgiapp/uwsgi.sock)')
+    parser.add_argument('--env-file',
+                        help=f"the unit's EnvironmentFile=, read as systemd reads it; its values override this "
+                             f"process's environment (default: {DEFAULT_ENV_FILE} when it exists; '' for none)")
     parser.add_argument('--nginx-conf', default='/etc/nginx/sites-enabled/wsgiapp',
                         help='nginx site file (default: %(default)s)')
-    parser.add_argument('--nginx-user', default='www-data', help="the user nginx's workers run as (default: %(default)s)")
+    parser.add_argument('--nginx-user', default='www-data',
+                        help="the user nginx's workers run as (default: %(default)s)")
