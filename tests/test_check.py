@@ -20,12 +20,27 @@ WWW_DATA = 33  # Debian's nginx user
 OTHER_UID = 1234  # no such user: a checkout that belongs to someone else
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason='needs root to hand files to other users')
 
+# Debian's /etc/nginx/sites-available/default, without its comments.
+DEBIAN_DEFAULT_SITE = """server {
+\tlisten 80 default_server;
+\tlisten [::]:80 default_server;
+\troot /var/www/html;
+\tindex index.html index.htm index.nginx-debian.html;
+\tserver_name _;
+\tlocation / {
+\t\ttry_files $uri $uri/ =404;
+\t}
+}
+"""
+
+
 def run(tmp_path, environ, ini=ROOT / 'conf' / 'uwsgi.ini', sock=None, site=SITE, nginx_user='root', args=()):
     """(exit status, output) of the check, on nothing of this machine's unless passed in."""
     parser = argparse.ArgumentParser()
     check.add_arguments(parser)
     args = parser.parse_args(['--ini', str(ini), '--nginx-conf', str(site), '--nginx-user', nginx_user,
-                              '--socket', str(sock or tmp_path / 'missing.sock'), '--env-file', '', *map(str, args)])
+                              '--socket', str(sock or tmp_path / 'missing.sock'), '--env-file', '',
+                              '--nginx-sites-enabled', str(tmp_path / 'no-sites-enabled'), *map(str, args)])
     lines = []
     status = check.main(args, environ={'WSGIAPP_RUN_DIR': str(tmp_path / 'run'), **environ}, out=lines.append)
     return status, '\n'.join(lines)
@@ -131,6 +146,52 @@ def test_nginx_site_without_uwsgi_params(tmp_path):
     output = run(tmp_path, {}, site=site)[1]
     assert 'does not include uwsgi_params' in output and 'add "include uwsgi_params;"' in output
     assert 'includes uwsgi_params' in run(tmp_path, {})[1]
+
+
+def sites(tmp_path, ours=SITE, **files):
+    """A sites-enabled directory holding our site (as `wsgiapp`) and `files`."""
+    enabled = tmp_path / 'sites-enabled'
+    enabled.mkdir(exist_ok=True)
+    (enabled / 'wsgiapp').symlink_to(ours)  # linked, as on Debian: never compared with itself
+    for name, text in files.items():
+        (enabled / name).write_text(text)
+    return ['--nginx-sites-enabled', enabled, '--nginx-conf', enabled / 'wsgiapp']
+
+
+def test_debians_default_site_on_the_same_port_fails(tmp_path):
+    output = run(tmp_path, {}, args=sites(tmp_path, default=DEBIAN_DEFAULT_SITE))[1]
+    line = line_of(output, "nginx's default site")
+    assert line.startswith('FAIL') and 'also answers port 80' in line and "nginx's welcome page" in line
+    assert f'fix: rm {tmp_path}/sites-enabled/default && nginx -t && systemctl reload nginx' in line
+
+
+def test_default_site_on_another_port_is_no_conflict(tmp_path):
+    other = DEBIAN_DEFAULT_SITE.replace(':80', ':8080').replace('listen 80', 'listen 127.0.0.1:8080')
+    output = run(tmp_path, {}, args=sites(tmp_path, default=other))[1]
+    assert "nginx's default site" not in output
+    assert 'ok    no other site in' in output and 'answers port 80 before wsgiapp' in output
+
+
+@pytest.mark.parametrize('name, text, conflict', [
+    # Without default_server anywhere, the first site loaded (by name) is the port's default.
+    ('aaa', 'server { listen 80; server_name shop.example; }', True),
+    ('zzz', 'server { listen 80; server_name shop.example; }', False),
+    ('zzz', 'server { listen [::]:80 default_server; server_name shop.example; }', True),
+    ('zzz', 'server { listen unix:/run/other.sock default_server; }', False),
+    ('zzz', 'server { server_name _; }', False),  # no listen: port 80, loaded after ours
+    ('.hidden', DEBIAN_DEFAULT_SITE, False),  # nginx's include glob skips it
+])
+def test_which_other_site_takes_the_port(tmp_path, name, text, conflict):
+    output = run(tmp_path, {}, args=sites(tmp_path, **{name: text}))[1]
+    assert ("nginx's default site" in output) == conflict
+
+
+def test_our_own_default_server_is_no_rival_of_itself(tmp_path):
+    ours = tmp_path / 'wsgiapp.conf'
+    ours.write_text(SITE.read_text().replace('listen 80;', 'listen 80 default_server;'))
+    rival = DEBIAN_DEFAULT_SITE.replace(' default_server', '')  # loads after ours: ours is the default
+    output = run(tmp_path, {}, args=sites(tmp_path, ours=ours, zzz=rival))[1]
+    assert 'ok    no other site in' in output and "nginx's default site" not in output
 
 
 # The environment file

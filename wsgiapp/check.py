@@ -161,17 +161,47 @@ def check_socket(report, path, nginx_user):
 
 # nginx
 
+def _read_conf(path):
+    """An nginx file without its comments. Raises OSError."""
+    with open(path, encoding='utf-8', errors='replace') as conf:
+        return re.sub(r'#[^\n]*', '', conf.read())
+
+
+def _servers(text):
+    """The body of each `server { ... }` block."""
+    bodies = []
+    for start in re.finditer(r'\bserver\s*\{', text):
+        depth, end = 1, start.end()
+        while depth and end < len(text):
+            depth += {'{': 1, '}': -1}.get(text[end], 0)
+            end += 1
+        bodies.append(text[start.end():end])
+    return bodies
+
+
+def _listens(server):
+    """{port: is default_server} for a server block's listen directives; none is port 80."""
+    ports = {}
+    for address, *flags in (params.split() for params in re.findall(r'\blisten\s+([^;]+);', server)):
+        if address.startswith('unix:'):
+            continue
+        port = re.search(r'(?:^|:)(\d+)$', address)  # 80, 127.0.0.1:8080, [::]:80; an address alone is 80
+        port = int(port.group(1)) if port else 80
+        ports[port] = ports.get(port, False) or 'default_server' in flags or 'default' in flags
+    return ports or {80: False}
+
+
 def check_nginx(report, path, socket_path):
+    """The site's text without comments, or None when it cannot be read."""
     try:
-        with open(path, encoding='utf-8') as conf:
-            text = re.sub(r'#[^\n]*', '', conf.read())
+        text = _read_conf(path)
     except OSError as error:
         report.fail(f'nginx site {path}: {error.strerror}', 'pass --nginx-conf with the path of your nginx site file')
-        return
+        return None
     if 'uwsgi_pass' not in text:
         report.fail(f'nginx site {path} has no uwsgi_pass',
                     'add: location / { include uwsgi_params; uwsgi_pass unix:SOCKET; }')
-        return
+        return text
     if not re.search(r'include\s+\S*uwsgi_params\s*;', text):
         report.fail(f'nginx site {path} does not include uwsgi_params: uwsgi gets no PATH_INFO, '
                     'REQUEST_METHOD or headers', 'add "include uwsgi_params;" next to uwsgi_pass')
@@ -181,6 +211,44 @@ def check_nginx(report, path, socket_path):
     if socket_path and passes and os.path.abspath(socket_path) not in map(os.path.abspath, passes):
         report.fail(f'nginx passes to {", ".join(passes)} but uwsgi listens on {socket_path}',
                     'make uwsgi_pass and uwsgi\'s socket option name the same path')
+    return text
+
+
+def check_default_site(report, site_path, site, sites_dir):
+    """Another enabled site that is the default server for one of our ports gets every
+    request whose Host names none of ours: with server_name _, that is every request."""
+    ours = {}
+    for server in _servers(site):
+        for port, default in _listens(server).items():
+            ours[port] = ours.get(port, False) or default
+    if not ours:
+        return
+    try:
+        names = sorted(os.listdir(sites_dir))  # nginx's include glob loads them in this order
+    except OSError:
+        return  # no sites-enabled: not Debian's layout, nothing to compare
+    same_dir = os.path.dirname(os.path.abspath(site_path)) == os.path.abspath(sites_dir)
+    conflicts = 0
+    for name in names:
+        path = os.path.join(sites_dir, name)
+        if name.startswith('.') or os.path.realpath(path) == os.path.realpath(site_path):
+            continue
+        try:
+            text = _read_conf(path)
+        except OSError:
+            continue
+        # Without default_server anywhere, the first server loaded for a port is its default.
+        loads_first = same_dir and name < os.path.basename(site_path)
+        stolen = sorted(port for server in _servers(text) for port, default in _listens(server).items()
+                        if port in ours and (default or (loads_first and not ours[port])))
+        if stolen:
+            conflicts += 1
+            ports = ', '.join(map(str, sorted(set(stolen))))
+            report.fail(f"nginx's default site {path} also answers port {ports}: every request gets "
+                        "its page (for Debian's default, nginx's welcome page) instead of wsgiapp",
+                        f'rm {path} && nginx -t && systemctl reload nginx')
+    if not conflicts:
+        report.ok(f'no other site in {sites_dir} answers port {", ".join(map(str, sorted(ours)))} before wsgiapp')
 
 
 # The application's settings
@@ -243,7 +311,9 @@ def run_checks(report, args, environ):
     socket_path = args.socket or os.path.join(run_dir, 'uwsgi.sock')
     check_ini(report, args.ini)
     check_socket(report, socket_path, args.nginx_user)
-    check_nginx(report, args.nginx_conf, socket_path)
+    site = check_nginx(report, args.nginx_conf, socket_path)
+    if site is not None:
+        check_default_site(report, args.nginx_conf, site, args.nginx_sites_enabled)
     check_settings(report, environ)
 
 
@@ -270,5 +340,7 @@ def add_arguments(parser):
                              f"process's environment (default: {DEFAULT_ENV_FILE} when it exists; '' for none)")
     parser.add_argument('--nginx-conf', default='/etc/nginx/sites-enabled/wsgiapp',
                         help='nginx site file (default: %(default)s)')
+    parser.add_argument('--nginx-sites-enabled', default='/etc/nginx/sites-enabled',
+                        help='where nginx finds the other sites that may take our port (default: %(default)s)')
     parser.add_argument('--nginx-user', default='www-data',
                         help="the user nginx's workers run as (default: %(default)s)")
