@@ -4,9 +4,11 @@ import grp
 import json
 import os
 import pwd
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -91,6 +93,15 @@ def listening(tmp_path):
     server = listen(tmp_path / 'uwsgi.sock')
     yield tmp_path / 'uwsgi.sock'
     server.close()
+
+
+@pytest.fixture
+def public_dir():
+    """A directory anyone may enter, as /srv is (pytest's tmp_path is under a 0700 directory)."""
+    path = Path(tempfile.mkdtemp(prefix='wsgiapp-check-', dir='/tmp'))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
 
 
 # uwsgi's config and socket
@@ -192,6 +203,92 @@ def test_our_own_default_server_is_no_rival_of_itself(tmp_path):
     rival = DEBIAN_DEFAULT_SITE.replace(' default_server', '')  # loads after ours: ours is the default
     output = run(tmp_path, {}, args=sites(tmp_path, ours=ours, zzz=rival))[1]
     assert 'ok    no other site in' in output and "nginx's default site" not in output
+
+
+# nginx's user reaching the socket and the static files
+
+def tree(base):
+    """base/app/conf/static with two files, and base/app/run with a listening socket."""
+    static = base / 'app' / 'conf' / 'static'
+    static.mkdir(parents=True)
+    (static / 'style.css').write_text('body {}')
+    (static / 'robots.txt').write_text('')
+    (base / 'app' / 'run').mkdir()
+    return static, base / 'app' / 'run' / 'uwsgi.sock'
+
+
+def reach(tmp_path, sock, static_args):
+    return run(tmp_path, {}, sock=sock, nginx_user='www-data', args=static_args)[1]
+
+
+@as_root
+def test_everything_reachable_passes(tmp_path, public_dir):
+    static, sock = tree(public_dir)
+    with listen(sock):
+        output = reach(tmp_path, sock, ['--static-root', static])
+    assert f'ok    nginx user www-data may reach the uwsgi socket {sock} and the static files in {static}' in output
+
+
+@as_root
+def test_a_private_temporary_directory_is_named_with_owner_mode_and_fix(tmp_path):
+    base = Path(tempfile.mkdtemp(dir='/tmp'))  # what `mktemp -d` makes: root's, mode 700
+    try:
+        static, sock = tree(base)
+        with listen(sock):
+            output = reach(tmp_path, sock, ['--static-root', static])
+    finally:
+        shutil.rmtree(base)
+    line = line_of(output, 'may not enter')
+    assert line.startswith(f'FAIL  nginx user www-data may not enter {base} (owner root:root, mode 700)')
+    assert f'the uwsgi socket {sock} (nginx answers 502)' in line and f'the static files in {static}' in line
+    assert 'such as /srv/wsgiapp and /run/wsgiapp' in line and f'chmod o+x {base}' in line
+
+
+@as_root
+@pytest.mark.parametrize('uid, gid, mode', [
+    (OTHER_UID, OTHER_UID, 0o700), (OTHER_UID, OTHER_UID, 0o701), (OTHER_UID, OTHER_UID, 0o750),
+    (OTHER_UID, WWW_DATA, 0o710), (OTHER_UID, WWW_DATA, 0o701), (WWW_DATA, OTHER_UID, 0o077),
+    (WWW_DATA, OTHER_UID, 0o500), (0, 0, 0o711),
+])
+def test_reach_follows_the_kernels_rule(tmp_path, public_dir, uid, gid, mode):
+    """The verdict for each owner and mode is what the kernel does for www-data: only the
+    first class that applies (owner, group, others) counts."""
+    static, sock = tree(public_dir)
+    app = public_dir / 'app'
+    os.chown(app, uid, gid)
+    app.chmod(mode)
+    kernel_says = as_user(WWW_DATA, lambda: os.access(static / 'style.css', os.R_OK))
+    with listen(sock):
+        output = reach(tmp_path, sock, ['--static-root', static])
+    assert ('may not enter' not in output) == kernel_says
+    if not kernel_says:
+        owner = f'{pwd.getpwuid(uid).pw_name if uid != OTHER_UID else uid}:' \
+                f'{grp.getgrgid(gid).gr_name if gid != OTHER_UID else gid}'
+        assert f'may not enter {app} (owner {owner}, mode {mode:o})' in output
+
+
+@as_root
+def test_unreadable_static_file_and_alias_from_the_site(tmp_path, public_dir):
+    static, sock = tree(public_dir)
+    os.chown(static / 'style.css', OTHER_UID, OTHER_UID)
+    (static / 'style.css').chmod(0o600)
+    site = tmp_path / 'site.conf'
+    site.write_text(f'server {{ listen 80;\n  location /static/ {{ alias {static}/; }}\n'
+                    f'  location = /robots.txt {{ alias {static}/robots.txt; }}\n'
+                    '  location / { include uwsgi_params; uwsgi_pass unix:%s; } }\n' % sock)
+    with listen(sock):
+        output = run(tmp_path, {}, sock=sock, site=site, nginx_user='www-data')[1]
+    line = line_of(output, 'may not read')
+    assert f'may not read 1 static file(s) in {static}, such as {static}/style.css (owner 1234:1234, mode 600)' \
+        in line and f'fix: chmod -R a+rX {static}' in line
+
+
+def test_missing_static_root_is_named(tmp_path):
+    if os.path.exists('/srv/wsgiapp/conf/static'):
+        pytest.skip('wsgiapp is deployed here')
+    output = run(tmp_path, {})[1]  # the shipped site serves /srv/wsgiapp/conf/static
+    line = line_of(output, 'nginx serves static files from')
+    assert line.startswith('FAIL  nginx serves static files from /srv/wsgiapp/conf/static, which does not exist')
 
 
 # The environment file

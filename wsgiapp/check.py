@@ -15,6 +15,11 @@ DEFAULT_RUN_DIR = '/run/wsgiapp'
 DEFAULT_ENV_FILE = '/etc/wsgiapp/env'  # the systemd unit's EnvironmentFile=
 ENV_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 ENCODE_COMMAND = """python3 -c 'import urllib.parse, sys; print(urllib.parse.quote(sys.argv[1], safe=""))' PASSWORD"""
+MAX_STATIC_FILES = 10000  # enough for any static directory; a root of / would walk forever
+# Permission bits for (owner, group, others).
+READ = (stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH)
+WRITE = (stat.S_IWUSR, stat.S_IWGRP, stat.S_IWOTH)
+SEARCH = (stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)  # x on a directory: may pass through it
 
 
 class Report:
@@ -28,6 +33,47 @@ class Report:
     def fail(self, what, fix):
         self.failed += 1
         self.out(f'FAIL  {what}\n      fix: {fix}')
+
+
+# Users and permissions
+
+def _groups(user):
+    return {g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem} | {user.pw_gid}
+
+
+def _may(info, user, groups, bits):
+    """Whether `user` (in `groups`) has the permission `bits` on a file with this stat: the
+    kernel's rule, where only the first class that applies (owner, group, others) counts."""
+    if user.pw_uid == 0:
+        return True
+    owner, group, others = bits
+    if info.st_uid == user.pw_uid:
+        return bool(info.st_mode & owner)
+    if info.st_gid in groups:
+        return bool(info.st_mode & group)
+    return bool(info.st_mode & others)
+
+
+def _user_name(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group_name(gid):
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _owner(info):
+    return f'{_user_name(info.st_uid)}:{_group_name(info.st_gid)}'
+
+
+def _described(path, info):
+    return f'{path} (owner {_owner(info)}, mode {stat.S_IMODE(info.st_mode):o})'
 
 
 # The environment file
@@ -109,19 +155,6 @@ def check_ini(report, path):
                     "use chmod-socket = 660 with chown-socket = USER:www-data (nginx's group)")
 
 
-def _can_write(path_stat, user):
-    """Whether `user` may connect to a unix socket with this owner and mode (needs write)."""
-    if user.pw_uid == 0:
-        return True
-    groups = {g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem} | {user.pw_gid}
-    mode = path_stat.st_mode
-    if path_stat.st_uid == user.pw_uid:
-        return bool(mode & stat.S_IWUSR)
-    if path_stat.st_gid in groups:
-        return bool(mode & stat.S_IWGRP)
-    return bool(mode & stat.S_IWOTH)
-
-
 def check_socket(report, path, nginx_user):
     try:
         info = os.stat(path)
@@ -144,19 +177,14 @@ def check_socket(report, path, nginx_user):
     if info.st_mode & stat.S_IWOTH:
         report.fail(f'uwsgi socket {path} is world-writable: every local user can talk to the app',
                     "chmod-socket = 660 and chown-socket = USER:www-data (nginx's group)")
-    try:
-        user = pwd.getpwnam(nginx_user)
-    except KeyError:
-        report.fail(f'there is no user {nginx_user!r} to check the socket against',
-                    "pass --nginx-user with the user in nginx's 'user' directive")
+    if nginx_user is None:
         return
-    if _can_write(info, user):
-        report.ok(f'nginx user {nginx_user} may connect to {path}')
+    if _may(info, nginx_user, _groups(nginx_user), WRITE):  # connecting to a unix socket needs write
+        report.ok(f'nginx user {nginx_user.pw_name} may connect to {path}')
     else:
-        owner = f'{pwd.getpwuid(info.st_uid).pw_name}:{grp.getgrgid(info.st_gid).gr_name}'
-        report.fail(f'nginx user {nginx_user} may not connect to {path} '
-                    f'(owner {owner}, mode {stat.S_IMODE(info.st_mode):o}): nginx would answer 502',
-                    f'chown-socket = USER:{grp.getgrgid(user.pw_gid).gr_name} and chmod-socket = 660 in uwsgi.ini')
+        report.fail(f'nginx user {nginx_user.pw_name} may not connect to {_described(path, info)}: '
+                    'nginx would answer 502',
+                    f'chown-socket = USER:{_group_name(nginx_user.pw_gid)} and chmod-socket = 660 in uwsgi.ini')
 
 
 # nginx
@@ -251,6 +279,94 @@ def check_default_site(report, site_path, site, sites_dir):
         report.ok(f'no other site in {sites_dir} answers port {", ".join(map(str, sorted(ours)))} before wsgiapp')
 
 
+def static_roots(site):
+    """The paths of the site's alias and root directives: the files nginx serves itself. A
+    path inside another one is left out: it is checked with that one."""
+    paths = {os.path.normpath(path) for path in re.findall(r'\b(?:alias|root)\s+([^;\s]+)\s*;', site or '')
+             if '$' not in path}
+    return sorted(path for path in paths if not _under(path, paths))
+
+
+def _chain(path):
+    """Every directory the kernel passes through to open `path`, from / down, symlinks resolved."""
+    directories = []
+    path = os.path.realpath(path)
+    while os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+        directories.append(path)
+    return directories[::-1]
+
+
+def _walk(root):
+    """(directories, files) nginx may open under a static root (a file or a directory)."""
+    if not os.path.isdir(root):
+        return [], [root]
+    directories, files = [], []
+    for directory, _, names in os.walk(root):
+        directories.append(directory)
+        files.extend(os.path.join(directory, name) for name in names)
+        if len(files) > MAX_STATIC_FILES:
+            break
+    return directories, files
+
+
+def _under(path, directories):
+    return any(path.startswith(directory.rstrip(os.sep) + os.sep) for directory in directories)
+
+
+def check_reach(report, nginx_user, socket_path, statics):
+    """nginx's workers open the socket and the static files by path, as nginx's user: every
+    directory above them needs x for that user (a checkout under /root or in a `mktemp -d`
+    directory has none), and every static file needs r."""
+    targets = []  # (what, nginx's answer when it cannot, path, directories under it, files under it)
+    if os.path.isdir(os.path.dirname(os.path.abspath(socket_path))):  # else check_socket says it is missing
+        targets.append((f'the uwsgi socket {socket_path}', 502, socket_path, [], []))
+    for root in statics:
+        try:
+            os.stat(root)
+        except FileNotFoundError:
+            report.fail(f'nginx serves static files from {root}, which does not exist (404)',
+                        "point the site's alias and root at the checkout's conf/static, or put the checkout "
+                        'at /srv/wsgiapp')
+            continue
+        except OSError:
+            pass  # not reachable by whoever runs the check either: the chain below names the directory
+        targets.append((f'the static files in {root}', 403, root, *_walk(root)))
+    groups = _groups(nginx_user)
+    user = nginx_user.pw_name
+    blocked = {}  # directory -> (its stat, what it hides)
+    unreadable = {}  # static root -> its files nginx's user may not read
+    for what, answer, path, directories, files in targets:
+        for directory in _chain(path) + directories:
+            if _under(directory, blocked):
+                continue  # one directory in the way is enough to name: the first from the top
+            try:
+                info = os.stat(directory)
+            except OSError:
+                break  # missing, or hidden from whoever runs the check: said elsewhere
+            if not _may(info, nginx_user, groups, SEARCH):
+                blocked.setdefault(directory, (info, {}))[1][what] = answer
+        for file in files:
+            if _under(file, blocked):
+                continue
+            try:
+                info = os.stat(file)
+            except OSError:  # a dangling symlink: nginx answers 404, nothing to open
+                continue
+            if not _may(info, nginx_user, groups, READ):
+                unreadable.setdefault(path, []).append(_described(file, info))
+    for directory, (info, hidden) in blocked.items():
+        report.fail(f'nginx user {user} may not enter {_described(directory, info)}, so it cannot reach '
+                    + ' or '.join(f'{what} (nginx answers {answer})' for what, answer in hidden.items()),
+                    f'put the checkout and the socket where {user} can reach them, such as /srv/wsgiapp and '
+                    f'/run/wsgiapp, or chmod o+x {directory}')
+    for root, files in unreadable.items():
+        report.fail(f'nginx user {user} may not read {len(files)} static file(s) in {root}, such as {files[0]} '
+                    '(nginx answers 403)', f'chmod -R a+rX {root}')
+    if targets and not blocked and not unreadable:
+        report.ok(f'nginx user {user} may reach ' + ' and '.join(what for what, *_ in targets))
+
+
 # The application's settings
 
 def check_settings(report, environ):
@@ -309,11 +425,19 @@ def run_checks(report, args, environ):
         report.ok('no environment file: checking this process\'s environment (--env-file)')
     run_dir = environ.get('WSGIAPP_RUN_DIR') or DEFAULT_RUN_DIR
     socket_path = args.socket or os.path.join(run_dir, 'uwsgi.sock')
+    try:
+        nginx_user = pwd.getpwnam(args.nginx_user)
+    except KeyError:
+        nginx_user = None
+        report.fail(f'there is no user {args.nginx_user!r} to check the socket and files against',
+                    "pass --nginx-user with the user in nginx's 'user' directive")
     check_ini(report, args.ini)
-    check_socket(report, socket_path, args.nginx_user)
+    check_socket(report, socket_path, nginx_user)
     site = check_nginx(report, args.nginx_conf, socket_path)
     if site is not None:
         check_default_site(report, args.nginx_conf, site, args.nginx_sites_enabled)
+    if nginx_user is not None:
+        check_reach(report, nginx_user, socket_path, [args.static_root] if args.static_root else static_roots(site))
     check_settings(report, environ)
 
 
@@ -344,3 +468,5 @@ def add_arguments(parser):
                         help='where nginx finds the other sites that may take our port (default: %(default)s)')
     parser.add_argument('--nginx-user', default='www-data',
                         help="the user nginx's workers run as (default: %(default)s)")
+    parser.add_argument('--static-root',
+                        help="the static files nginx serves (default: the site's alias and root paths)")
