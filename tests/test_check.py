@@ -148,6 +148,71 @@ def test_world_writable_socket(tmp_path, listening):
     assert 'world-writable' in run(tmp_path, {}, sock=listening)[1]
 
 
+# The socket's group and uwsgi's user
+
+@as_root
+def test_socket_group_shared_with_other_users_is_named(tmp_path, listening):
+    nogroup = grp.getgrnam('nogroup').gr_gid
+    sharing = sorted({u.pw_name for u in pwd.getpwall() if u.pw_gid == nogroup} - {'root', 'www-data'})
+    assert sharing  # Debian: nobody, and more
+    os.chown(listening, 0, nogroup)
+    os.chmod(listening, 0o660)
+    line = line_of(run(tmp_path, {}, sock=listening, nginx_user='www-data')[1], "socket's group")
+    assert line.startswith('FAIL') and ', '.join(sharing) in line
+    assert 'groupadd wsgiapp-sock && adduser www-data wsgiapp-sock' in line
+
+
+@as_root
+def test_socket_group_may_hold_nginx_and_the_socket_owner_only(tmp_path, listening):
+    os.chown(listening, 0, grp.getgrnam('www-data').gr_gid)  # www-data is the only member
+    os.chmod(listening, 0o660)
+    line = line_of(run(tmp_path, {}, sock=listening, nginx_user='www-data')[1], "socket's group")
+    assert line.startswith('ok') and 'no members besides' in line
+    nobody = pwd.getpwnam('nobody')
+    os.chown(listening, nobody.pw_uid, nobody.pw_gid)  # the owner, uwsgi's user, may be in it
+    line = line_of(run(tmp_path, {}, sock=listening, nginx_user='www-data')[1], "socket's group")
+    assert 'nobody' not in line.split(':')[1]
+    os.chmod(listening, 0o600)  # the group may not connect at all: its members do not matter
+    assert "socket's group" not in run(tmp_path, {}, sock=listening, nginx_user='www-data')[1]
+
+
+def test_uwsgi_running_as_root_fails_unless_a_private_stack(tmp_path):
+    pidfile = tmp_path / 'uwsgi.pid'
+    pidfile.write_text(f'{os.getpid()}\n')  # a process whose user is ours: root when the suite is root
+    output = run(tmp_path, {}, args=['--pidfile', pidfile])[1]
+    if os.geteuid() != 0:
+        assert f'runs as {pwd.getpwuid(os.geteuid()).pw_name}, not root' in output
+        return
+    line = line_of(output, 'runs as root')
+    assert line.startswith('FAIL') and 'User=wsgiapp' in line
+    line = line_of(run(tmp_path, {}, args=['--pidfile', pidfile, '--private-stack'])[1], 'runs as root')
+    assert line.startswith('ok') and '--private-stack' in line
+
+
+@as_root
+def test_uwsgi_running_as_its_own_user_passes(tmp_path):
+    sleeper = subprocess.Popen(['sleep', '60'], user='nobody')
+    try:
+        (tmp_path / 'uwsgi.pid').write_text(str(sleeper.pid))
+        output = run(tmp_path, {}, args=['--pidfile', tmp_path / 'uwsgi.pid'])[1]
+        assert f'ok    uwsgi (pid {sleeper.pid}) runs as nobody, not root' in output
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_uwsgi_pid_file_stale_or_missing(tmp_path):
+    gone = subprocess.Popen(['true'])
+    gone.wait()  # its pid names no process now: uwsgi was killed without vacuum
+    (tmp_path / 'uwsgi.pid').write_text(f'{gone.pid}\n')
+    output = run(tmp_path, {}, args=['--pidfile', tmp_path / 'uwsgi.pid'])[1]
+    assert 'which is not running' in line_of(output, 'uwsgi pid file')
+    output = run(tmp_path, {}, args=['--pidfile', tmp_path / 'absent.pid'])[1]
+    assert line_of(output, 'absent.pid').startswith('FAIL')
+    # The default place, $WSGIAPP_RUN_DIR/uwsgi.pid, may be empty: then it is only said.
+    assert line_of(run(tmp_path, {})[1], 'no uwsgi pid file at').startswith('ok')
+
+
 # nginx
 
 def test_nginx_site_without_uwsgi_params(tmp_path):

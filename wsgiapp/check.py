@@ -187,6 +187,66 @@ def check_socket(report, path, nginx_user):
                     f'chown-socket = USER:{_group_name(nginx_user.pw_gid)} and chmod-socket = 660 in uwsgi.ini')
 
 
+def check_socket_group(report, path, nginx_user):
+    """Everyone in the socket's group may talk to the app directly, past nginx's limits."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return  # check_socket has said so
+    if not stat.S_ISSOCK(info.st_mode) or not info.st_mode & stat.S_IWGRP:
+        return
+    name = _group_name(info.st_gid)
+    try:
+        members = set(grp.getgrgid(info.st_gid).gr_mem)
+    except KeyError:
+        members = set()
+    members |= {user.pw_name for user in pwd.getpwall() if user.pw_gid == info.st_gid}  # as primary group
+    # nginx's user connects; the socket's owner, the uwsgi user, must be in the group to hand it over.
+    nginx, owner = nginx_user.pw_name, _user_name(info.st_uid)
+    others = sorted(members - {nginx, owner})
+    if others:
+        report.fail(f"the uwsgi socket's group {name} has members besides nginx's user {nginx}: "
+                    f'{", ".join(others)}; each may talk to the app directly, past nginx',
+                    f"give the socket a group of its own that only nginx's user is in: groupadd wsgiapp-sock && "
+                    f'adduser {nginx} wsgiapp-sock; in the unit, SupplementaryGroups=wsgiapp-sock and '
+                    f'WSGIAPP_SOCKET_OWNER={owner}:wsgiapp-sock; then systemctl restart wsgiapp && '
+                    'systemctl reload nginx')
+    else:
+        report.ok(f"the uwsgi socket's group {name} has no members besides nginx's user and the socket's owner")
+
+
+def check_uwsgi_user(report, pidfile, given, private_stack):
+    """The uwsgi master, from its pid file, runs as some user other than root."""
+    try:
+        with open(pidfile, encoding='ascii') as file:
+            pid = int(file.read().strip())
+    except FileNotFoundError:
+        if given:
+            report.fail(f'uwsgi pid file {pidfile} does not exist',
+                        "start uwsgi, or pass --pidfile with the path of uwsgi's pidfile option")
+        else:
+            report.ok(f'no uwsgi pid file at {pidfile}: which user uwsgi runs as is not checked (--pidfile)')
+        return
+    except (OSError, ValueError):
+        report.fail(f'uwsgi pid file {pidfile} is unreadable or holds no pid',
+                    "run the check as root, or pass --pidfile with the path of uwsgi's pidfile option")
+        return
+    try:
+        with open(f'/proc/{pid}/status', encoding='ascii', errors='replace') as status:
+            uids = next(line.split()[1:] for line in status if line.startswith('Uid:'))
+    except (OSError, StopIteration):
+        report.fail(f'uwsgi pid file {pidfile} names pid {pid}, which is not running',
+                    'start uwsgi; a pid file is left behind by a uwsgi killed without vacuum')
+        return
+    if '0' not in uids:  # real, effective, saved and filesystem uid
+        report.ok(f'uwsgi (pid {pid}) runs as {_user_name(int(uids[1]))}, not root')
+    elif private_stack:
+        report.ok(f'uwsgi (pid {pid}) runs as root: a private development stack (--private-stack)')
+    else:
+        report.fail(f'uwsgi (pid {pid}) runs as root: a hole in the app or its libraries is a root shell',
+                    'run it as its own user: User=wsgiapp in the systemd unit (conf/systemd/wsgiapp.service)')
+
+
 # nginx
 
 def _read_conf(path):
@@ -438,6 +498,9 @@ def run_checks(report, args, environ):
         check_default_site(report, args.nginx_conf, site, args.nginx_sites_enabled)
     if nginx_user is not None:
         check_reach(report, nginx_user, socket_path, [args.static_root] if args.static_root else static_roots(site))
+        check_socket_group(report, socket_path, nginx_user)
+    check_uwsgi_user(report, args.pidfile or os.path.join(run_dir, 'uwsgi.pid'), bool(args.pidfile),
+                     args.private_stack)
     check_settings(report, environ)
 
 
@@ -459,6 +522,8 @@ def add_arguments(parser):
     parser.add_argument('--ini', default='conf/uwsgi.ini', help='uwsgi config (default: %(default)s)')
     parser.add_argument('--socket',
                         help='uwsgi socket (default: $WSGIAPP_RUN_DIR/uwsgi.sock or /run/wsgiapp/uwsgi.sock)')
+    parser.add_argument('--pidfile',
+                        help="uwsgi's pid file (default: $WSGIAPP_RUN_DIR/uwsgi.pid or /run/wsgiapp/uwsgi.pid)")
     parser.add_argument('--env-file',
                         help=f"the unit's EnvironmentFile=, read as systemd reads it; its values override this "
                              f"process's environment (default: {DEFAULT_ENV_FILE} when it exists; '' for none)")
@@ -470,3 +535,5 @@ def add_arguments(parser):
                         help="the user nginx's workers run as (default: %(default)s)")
     parser.add_argument('--static-root',
                         help="the static files nginx serves (default: the site's alias and root paths)")
+    parser.add_argument('--private-stack', action='store_true',
+                        help='a development stack (make run) that runs as whoever started it, even root')
