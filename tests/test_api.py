@@ -339,3 +339,39 @@ def test_error_precedence(make_app, app, add):
     error_of(patch(app, 999999, {'name': 'taken'}, status=404), 404)
     error_of(patch(app, taken + 1, {'name': 'taken'}, status=404), 404)
     error_of(post(app, {'name': 'taken', 'email': 'a@b.c'}, status=409), 409)
+
+
+# Characters that make a name display as something else
+
+INVISIBLE = {
+    '\u202e': 'RIGHT-TO-LEFT OVERRIDE', '\u202a': 'LEFT-TO-RIGHT EMBEDDING', '\u2066': 'LEFT-TO-RIGHT ISOLATE',
+    '\u2067': 'RIGHT-TO-LEFT ISOLATE', '\u2068': 'FIRST STRONG ISOLATE', '\u2069': 'POP DIRECTIONAL ISOLATE',
+    '\u200e': 'LEFT-TO-RIGHT MARK', '\u200b': 'ZERO WIDTH SPACE', '\ufeff': 'ZERO WIDTH NO-BREAK SPACE',
+    '\u00ad': 'SOFT HYPHEN', '\U000e0041': 'TAG LATIN CAPITAL LETTER A', '\u2028': 'LINE SEPARATOR',
+    '\u2029': 'PARAGRAPH SEPARATOR', '\x7f': 'DELETE', '\x85': 'NEXT LINE', '\x00': 'NULL',
+}
+
+
+@pytest.mark.parametrize('char', INVISIBLE, ids=INVISIBLE.values())
+@pytest.mark.parametrize('field', ['name', 'email'])
+def test_invisible_and_bidirectional_characters_are_422_on_create(app, sql, field, char):
+    body = {'name': 'admin', 'email': 'a@example.com'}
+    body[field] = {'name': f'adm{char}in', 'email': f'a{char}@example.com'}[field]
+    message = error_of(post(app, body, status=422), 422)
+    assert message.startswith(field) and 'format characters' in message
+    assert sql('SELECT COUNT(*) FROM vc_admin') == ((0,),)
+
+
+@pytest.mark.parametrize('char', INVISIBLE, ids=INVISIBLE.values())
+@pytest.mark.parametrize('field', ['name', 'email'])
+def test_invisible_and_bidirectional_characters_are_422_on_patch(app, add, sql, field, char):
+    admin_id = add('kept', 'kept@example.com')
+    value = {'name': f'evil{char}gpj.exe', 'email': f'kept{char}@example.com'}[field]
+    message = error_of(patch(app, admin_id, {field: value}, status=422), 422)
+    assert message.startswith(field)
+    assert sql('SELECT name, email FROM vc_admin') == (('kept', 'kept@example.com'),)
+
+
+@pytest.mark.parametrize('name', ['حسین\u200cزاده', '\U0001f469\u200d\U0001f4bb', 'שלום', 'مرحبا', 'a\u00a0b'])
+def test_joiners_and_right_to_left_scripts_are_accepted(app, name):
+    assert post(app, {'name': name, 'email': 'a@b.c'}).json['name'] == name

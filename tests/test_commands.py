@@ -1,6 +1,7 @@
-"""python -m wsgiapp serve | initdb: the commands a user types."""
+"""python -m wsgiapp serve | initdb | token: the commands a user types."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -12,6 +13,15 @@ from wsgiapp.stack.process import free_port
 def wsgiapp(*args, env=None, **kwargs):
     return subprocess.run([sys.executable, '-m', 'wsgiapp', *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=60, **kwargs)
+
+
+def test_token_prints_a_strong_token_and_nothing_else():
+    first, second = wsgiapp('token'), wsgiapp('token')
+    for done in (first, second):
+        assert done.returncode == 0 and done.stderr == ''
+        # 32 random bytes in URL-safe base64: safe unquoted in an environment file and a header.
+        assert re.fullmatch(r'[A-Za-z0-9_-]{43}\n', done.stdout), done.stdout
+    assert first.stdout != second.stdout
 
 
 def test_initdb_creates_the_table_and_samples(admin_url, sql):

@@ -1,5 +1,6 @@
-"""python -m wsgiapp serve | initdb [--sample] | check | stack"""
+"""python -m wsgiapp serve | initdb [--sample] | check | token | stack"""
 import argparse
+import os
 import sys
 
 
@@ -27,9 +28,20 @@ def initdb(args):
     print(f'initdb: vc_admin is ready with {rows} rows', file=sys.stderr)
 
 
+def token(args):
+    """A new API token, alone on stdout: echo "WSGIAPP_API_TOKEN=$(python -m wsgiapp token)" >> /etc/wsgiapp/env"""
+    import secrets
+    print(secrets.token_urlsafe(32))  # 32 random bytes: 43 URL-safe characters, nothing to quote
+
+
 def check(args):
     from wsgiapp import check as diagnose
-    sys.exit(diagnose.main(args))
+    try:
+        status = diagnose.main(args)
+    except BrokenPipeError:  # check | head: stop quietly, and keep the final flush from failing again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 1
+    sys.exit(status)
 
 
 def stack(args):
@@ -51,6 +63,8 @@ def main(argv=None):
     from wsgiapp.check import add_arguments
     add_arguments(check_parser)
     check_parser.set_defaults(run=check)
+    token_parser = commands.add_parser('token', help='print a new random API token for WSGIAPP_API_TOKEN')
+    token_parser.set_defaults(run=token)
     stack_parser = commands.add_parser('stack', add_help=False,
                                        help='the private servers of make run: up|down|status|check VAR')
     stack_parser.add_argument('stack_args', nargs=argparse.REMAINDER)

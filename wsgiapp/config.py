@@ -1,8 +1,9 @@
 """Settings, read once from the environment: nothing secret lives in code or git."""
 import os
+import re
 from dataclasses import dataclass
 from typing import Optional
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote_to_bytes
 
 
 class ConfigError(ValueError):
@@ -27,36 +28,110 @@ class Settings:
                 f'read_timeout={self.read_timeout}, max_body={self.max_body})')
 
 
+# The numbers: variable -> (Settings field, default, minimum, maximum, type).
+NUMBERS = {
+    'WSGIAPP_POOL_SIZE': ('pool_size', 8, 1, 1000, int),
+    'WSGIAPP_POOL_TIMEOUT': ('pool_timeout', 2.0, 0.0, 60.0, float),
+    'WSGIAPP_DB_CONNECT_TIMEOUT': ('connect_timeout', 2, 1, 60, int),
+    'WSGIAPP_DB_READ_TIMEOUT': ('read_timeout', 10, 1, 3600, int),
+    'WSGIAPP_MAX_BODY': ('max_body', 65536, 1024, 64 * 1024 * 1024, int),
+}
+
+DATABASE_URL_FORM = 'mysql://USER:PASSWORD@HOST[:PORT]/DBNAME or mysql://USER:PASSWORD@/DBNAME?unix_socket=PATH'
+ENCODE_HINT = ("percent-encode every reserved character in the user and password, "
+               "e.g. urllib.parse.quote(password, safe='')")
+# Unencoded in a user or password, these end or split the part of the URL they are in: the
+# URL would mean something else, so it is refused rather than guessed at.
+RESERVED_IN_USERINFO = frozenset('@/?#[]')
+STRAY_PERCENT = re.compile(r'%(?![0-9A-Fa-f]{2})')
+HOST_PORT = re.compile(r'(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9._-]*))(?::(?P<port>[0-9]{1,5}))?')
+
+
+class _Malformed(Exception):
+    """What is wrong with DATABASE_URL, in words that never quote it."""
+
+
 def parse_database_url(url):
-    """mysql://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?unix_socket=PATH] -> connect() kwargs."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ('mysql', 'mariadb'):
-        raise ConfigError('DATABASE_URL must look like mysql://USER:PASSWORD@HOST[:PORT]/DBNAME')
+    """mysql://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?unix_socket=PATH] -> connect() kwargs.
+
+    User and password may hold any character, percent-encoded. Whatever the text, the only
+    exception is a ConfigError that names DATABASE_URL and the expected form, never the value.
+    """
     try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError('DATABASE_URL has a port that is not a number from 1 to 65535') from None
-    if not parts.username:
-        raise ConfigError('DATABASE_URL names no user: mysql://USER:PASSWORD@HOST/DBNAME')
-    database = unquote(parts.path[1:])
+        return _parse(url.strip())
+    except _Malformed as problem:
+        # Where a password would be, however malformed the rest: up to the last '@'.
+        userinfo = url.partition('://')[2].rpartition('@')[0]
+        unencoded = RESERVED_IN_USERINFO & set(userinfo) or STRAY_PERCENT.search(userinfo)
+        raise ConfigError(f'DATABASE_URL {problem}; expected {DATABASE_URL_FORM}'
+                          + (f'; {ENCODE_HINT}' if unencoded else '')) from None
+
+
+def _parse(url):
+    scheme, sep, rest = url.partition('://')
+    if not sep or scheme.lower() not in ('mysql', 'mariadb'):
+        raise _Malformed('does not start with mysql://')
+    if '#' in rest:
+        raise _Malformed('has an unencoded "#"')
+    # The user and host part ends at the first '/' or '?' (RFC 3986), so an unencoded one in
+    # the password cuts it short; the checks below then fail rather than misread it.
+    end = min([i for i in (rest.find('/'), rest.find('?')) if i >= 0] or [len(rest)])
+    authority, path_and_query = rest[:end], rest[end:]
+    userinfo, at, host_port = authority.rpartition('@')
+    if not at:
+        raise _Malformed('has no USER@ before the host')
+    if RESERVED_IN_USERINFO & set(userinfo):
+        raise _Malformed('has an unencoded reserved character in the user or password')
+    user, colon, password = userinfo.partition(':')
+    if not user:
+        raise _Malformed('names no user')
+    kwargs = {'user': _decode(user, 'user')}
+    if colon:
+        kwargs['password'] = _decode(password, 'password')
+
+    host = HOST_PORT.fullmatch(host_port)
+    if not host:
+        raise _Malformed('has a malformed host or port (a name or [IPv6 address], then :NUMBER)')
+    if host['ipv6'] or host['name']:
+        kwargs['host'] = host['ipv6'] or host['name']
+    if host['port'] is not None:
+        if 'host' not in kwargs:
+            raise _Malformed('has a port but no host')
+        if not 1 <= int(host['port']) <= 65535:
+            raise _Malformed('has a port that is not a number from 1 to 65535')
+        kwargs['port'] = int(host['port'])
+
+    if not path_and_query.startswith('/'):
+        raise _Malformed('names no database')
+    path, _, query = path_and_query[1:].partition('?')
+    database = _decode(path, 'database name')
     if not database or '/' in database:
-        raise ConfigError('DATABASE_URL names no database: mysql://USER:PASSWORD@HOST/DBNAME')
-    kwargs = {'user': unquote(parts.username), 'database': database}
-    if parts.password is not None:
-        kwargs['password'] = unquote(parts.password)
-    if parts.hostname:
-        kwargs['host'] = parts.hostname
-    if port:
-        kwargs['port'] = port
-    options = parse_qs(parts.query, keep_blank_values=True)
-    for key, values in options.items():
-        if key != 'unix_socket':
-            raise ConfigError(f'DATABASE_URL has an unknown option {key!r}; only unix_socket is known')
-        kwargs['unix_socket'] = values[-1]
+        raise _Malformed('names no database')
+    kwargs['database'] = database
+    for option in filter(None, query.split('&')):
+        key, _, value = option.partition('=')
+        if key != 'unix_socket' or not value:
+            raise _Malformed('has an option other than unix_socket=PATH, the only one known')
+        kwargs['unix_socket'] = _decode(value, 'unix_socket')
+    if 'host' not in kwargs and 'unix_socket' not in kwargs:
+        raise _Malformed('names no host, and no ?unix_socket=PATH')
     return kwargs
 
 
-def _number(environ, name, default, minimum, maximum, kind=int):
+def _decode(text, what):
+    """Percent-decoded UTF-8. A '%' that starts no %XX escape was meant literally, and would
+    be read differently by other tools: refused, like a byte sequence that is not UTF-8."""
+    if STRAY_PERCENT.search(text):
+        raise _Malformed(f'has a "%" in the {what} that starts no %XX escape')
+    try:
+        return unquote_to_bytes(text).decode('utf-8')
+    except UnicodeDecodeError:
+        raise _Malformed(f'has a {what} that is not UTF-8 once percent-decoded') from None
+
+
+def number(environ, name):
+    """The value of one of NUMBERS, its default when unset, or ConfigError naming it."""
+    _, default, minimum, maximum, kind = NUMBERS[name]
     raw = environ.get(name, '').strip()
     if not raw:
         return default
@@ -64,13 +139,14 @@ def _number(environ, name, default, minimum, maximum, kind=int):
         value = kind(raw)
     except ValueError:
         raise ConfigError(f'{name} must be a number from {minimum} to {maximum}') from None
-    if not minimum <= value <= maximum:
+    if not minimum <= value <= maximum:  # also refuses nan
         raise ConfigError(f'{name} must be a number from {minimum} to {maximum}')
     return value
 
 
 def from_environ(environ=None):
-    """Build Settings. A bad DATABASE_URL disables the database routes (503); a bad number raises."""
+    """Build Settings. A bad DATABASE_URL disables the database routes (503); a bad number
+    raises ConfigError, and nothing else is raised."""
     environ = os.environ if environ is None else environ
     url = environ.get('DATABASE_URL', '')
     database, problem = None, ''
@@ -85,9 +161,5 @@ def from_environ(environ=None):
         database=database,
         database_problem=problem,
         api_token=environ.get('WSGIAPP_API_TOKEN') or None,
-        pool_size=_number(environ, 'WSGIAPP_POOL_SIZE', 8, 1, 1000),
-        pool_timeout=_number(environ, 'WSGIAPP_POOL_TIMEOUT', 2.0, 0.0, 60.0, float),
-        connect_timeout=_number(environ, 'WSGIAPP_DB_CONNECT_TIMEOUT', 2, 1, 60),
-        read_timeout=_number(environ, 'WSGIAPP_DB_READ_TIMEOUT', 10, 1, 3600),
-        max_body=_number(environ, 'WSGIAPP_MAX_BODY', 65536, 1024, 64 * 1024 * 1024),
+        **{field: number(environ, name) for name, (field, *_) in NUMBERS.items()},
     )

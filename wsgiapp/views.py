@@ -11,18 +11,27 @@ MAX_ID = 2**32 - 1  # INT UNSIGNED
 DEFAULT_LIMIT, MAX_LIMIT = 10, 100
 FIELD_LIMITS = {'name': 64, 'email': 254}
 HELLO_WORLD = pages.HELLO_WORLD.encode('utf-8')  # the same bytes every time: encoded once
+# Control (Cc), invisible format (Cf: U+202E RIGHT-TO-LEFT OVERRIDE, U+2066-2069 isolates,
+# U+200B, U+FEFF...), line and paragraph separators (Zl, Zp) and lone surrogates (Cs): they
+# make a name display as something else, reorder the text around it, or break lines.
+REFUSED_CATEGORIES = frozenset({'Cc', 'Cf', 'Cs', 'Zl', 'Zp'})
+# Except the two joiners (Cf too): Persian and Indic names are spelt with them, and emoji
+# sequences such as U+1F469 U+200D U+1F4BB (woman technologist); they reorder nothing.
+JOINERS = frozenset('\u200c\u200d')
 
 
 def _check_text(field, value):
-    """A field's value: a non-empty single-line string within its length, no outer spaces."""
+    """A field's value: a non-empty single-line string within its length, no outer spaces,
+    and nothing invisible that hides or reorders the text."""
     if not isinstance(value, str):
         raise UnprocessableEntity(f'{field} must be a string')
     if not value or value.strip() != value:
         raise UnprocessableEntity(f'{field} must not be empty or start or end with whitespace')
     if len(value) > FIELD_LIMITS[field]:
         raise UnprocessableEntity(f'{field} must be at most {FIELD_LIMITS[field]} characters')
-    if any(unicodedata.category(char) in ('Cc', 'Cs') for char in value):
-        raise UnprocessableEntity(f'{field} must not contain control characters or lone surrogates')
+    if any(unicodedata.category(char) in REFUSED_CATEGORIES and char not in JOINERS for char in value):
+        raise UnprocessableEntity(f'{field} must not contain control characters, invisible format characters '
+                                  '(such as bidirectional overrides), line separators or lone surrogates')
     if field == 'email':
         local, at, domain = value.rpartition('@')
         if not (local and at and domain) or any(char.isspace() for char in value):

@@ -138,7 +138,9 @@ class Stack:
         return subprocess.call(
             [sys.executable, '-m', 'wsgiapp', 'check', '--ini', str(self.uwsgi.ini),
              '--socket', str(self.uwsgi.socket), '--nginx-conf', str(self.nginx.site),
-             '--nginx-user', nginx_user], env={**os.environ, **self.environ()})
+             '--nginx-user', nginx_user, '--pidfile', str(self.uwsgi.pidfile), '--env-file', '',
+             '--nginx-sites-enabled', str(self.base / 'no-other-sites'), '--private-stack'],
+            env={**os.environ, **self.environ()})
 
     def status(self):
         up = True
