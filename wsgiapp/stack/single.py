@@ -10,6 +10,7 @@ another user the workers run as that user, and the run directory is VAR/run."""
 import grp
 import hashlib
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -148,5 +149,9 @@ class Stack:
             print(f'{name:8} {"up, pid %d" % pid if pid else "down"}')
             up = up and bool(pid)
         if up:
-            print(f'serving {self.url}/ (and {self.http_url}/, which redirects to it)')
+            # The ports nginx really listens on: those of its running config, whatever was asked now.
+            ports = re.findall(r'listen [^:]+:(\d+)( ssl)?', self.nginx.site.read_text())
+            http = next(port for port, tls in ports if not tls)
+            https = next(port for port, tls in ports if tls)
+            print(f'serving https://127.0.0.1:{https}/ (and http://127.0.0.1:{http}/, which redirects to it)')
         return up

@@ -2,8 +2,10 @@
 socket's owner and the app's settings come from the environment, as systemd's unit sets them."""
 import os
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import suppress
 from pathlib import Path
@@ -42,20 +44,48 @@ class Uwsgi:
                 **environ}
 
     def start(self, environ, args=(), wrap=()):
+        """Start uwsgi and return once it says it is ready, as systemd's Type=notify waits:
+        uwsgi sends READY=1 to $NOTIFY_SOCKET after the app is loaded, so an app that fails to
+        load (a malformed setting, need-app) is an error here, not a socket that never answers."""
         if self.pid():
             say(f'uwsgi is already running (pid {self.pid()}, socket {self.socket})')
             return
         self.base.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         say(f'starting uwsgi on {self.socket} (log: {self.log})')
-        with open(self.log, 'ab') as log:
-            process = subprocess.Popen([*wrap, *self.command(args)], env=self.environ(environ),
+        with tempfile.TemporaryDirectory(prefix='wsgiapp-notify-') as notify_dir, \
+                socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify, open(self.log, 'ab') as log:
+            notify.bind(f'{notify_dir}/notify')  # a short path: sun_path holds 108 bytes
+            notify.settimeout(0.2)
+            process = subprocess.Popen([*wrap, *self.command(args)],
+                                       env={**self.environ(environ), 'NOTIFY_SOCKET': f'{notify_dir}/notify'},
                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while not (self.socket.exists() and self.pid()):
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if b'READY=1' in notify.recv(4096).split(b'\n'):
+                        return self._wait_workers(process, deadline)
+                except socket.timeout:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f'uwsgi did not start; its log says:\n{tail(self.log)}')
+
+    def _wait_workers(self, process, deadline):
+        """uWSGI 2.0 says READY=1 before it forks its workers, and a SIGTERM that arrives
+        before they are forked is lost (the master then waits for workers nobody told to
+        stop). Its stats server answers only once the master's loop runs, after the fork."""
+        while True:
+            try:
+                with socket.socket(socket.AF_UNIX) as client:
+                    client.settimeout(1)
+                    client.connect(str(self.stats))
+                    if b''.join(iter(lambda: client.recv(65536), b'')):
+                        return
+            except OSError:
+                pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f'uwsgi did not start; its log says:\n{tail(self.log)}')
-            time.sleep(0.05)
+                raise RuntimeError(f'uwsgi did not start its workers; its log says:\n{tail(self.log)}')
+            time.sleep(0.02)
 
     def reload(self):
         os.kill(self.pid(), signal.SIGHUP)

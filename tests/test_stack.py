@@ -1,0 +1,143 @@
+"""The launcher as a user meets it: ports changed on a running stack, the environment an
+operator sets winning over conf/uwsgi.ini's defaults, a malformed setting stopping uwsgi
+with its name, and a checkout that nginx's user cannot enter."""
+import http.client
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import MySQLdb
+import pytest
+
+from tests.test_e2e import new_base, request
+from wsgiapp.stack.process import ROOT, free_port
+from wsgiapp.stack.single import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def base():
+    path = new_base()
+    yield path
+    Stack(path).down()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def make(base, *args, port, tls_port):
+    env = {**os.environ, 'VENV': str(Path(sys.executable).parent.parent)}
+    return subprocess.run(['make', '-s', f'VAR={base}', f'PORT={port}', f'TLS_PORT={tls_port}', *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_make_run_with_another_port_moves_nginx_and_says_so(base):
+    port, tls_port, new_port, new_tls_port = (free_port() for _ in range(4))
+    assert make(base, 'run', port=port, tls_port=tls_port).returncode == 0
+    nginx_pid = Stack(base).nginx.pid()
+    moved = make(base, 'run', port=new_port, tls_port=new_tls_port)
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert f'reloading it to serve https://127.0.0.1:{new_tls_port}/' in moved.stdout
+    stack = Stack(base, new_port, new_tls_port)
+    assert stack.nginx.pid() == nginx_pid  # reloaded, not restarted
+    assert request(stack, 'GET', '/healthz')[0] == 200
+    deadline = time.monotonic() + 10  # the old workers finish what they were doing, then let go
+    while time.monotonic() < deadline:
+        try:
+            http.client.HTTPConnection('127.0.0.1', tls_port, timeout=5).connect()
+        except ConnectionRefusedError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f'nginx still listens on the old port {tls_port}')
+    # status names the ports nginx really listens on, whatever it is asked with
+    status = make(base, 'status', port=port, tls_port=tls_port)
+    assert f'https://127.0.0.1:{new_tls_port}/' in status.stdout
+    again = make(base, 'run', port=new_port, tls_port=new_tls_port)
+    assert again.returncode == 0 and 'nginx is already running' in again.stdout
+
+
+@pytest.fixture(scope='module')
+def stack():
+    running = Stack(new_base(), free_port())
+    try:
+        running.up()
+        yield running
+    finally:
+        running.down()
+        shutil.rmtree(running.base, ignore_errors=True)
+
+
+def app_connections(stack):
+    con = MySQLdb.connect(**stack.mariadb.admin_kwargs())
+    try:
+        cursor = con.cursor()
+        cursor.execute("SELECT COUNT(*) FROM information_schema.processlist WHERE user = 'wsgiapp'")
+        return cursor.fetchone()[0]
+    finally:
+        con.close()
+
+
+def burst(stack, threads=16, each=10):
+    statuses = []
+
+    def run():
+        for _ in range(each):
+            statuses.append(request(stack, 'GET', '/api/admins?limit=5')[0])
+    workers = [threading.Thread(target=run) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return statuses
+
+
+def test_the_operators_pool_size_wins_over_the_ini_default(stack):
+    stack.uwsgi.stop()
+    try:
+        stack.uwsgi.start({**stack.environ(), 'WSGIAPP_POOL_SIZE': '1'})
+        assert set(burst(stack)) == {200}
+        assert 1 <= app_connections(stack) <= 2  # 2 processes x 1, not conf/uwsgi.ini's 2 x 4
+    finally:
+        stack.uwsgi.stop()
+        stack.uwsgi.start(stack.environ())
+    assert set(burst(stack)) == {200}
+    assert app_connections(stack) > 2  # the ini's default, 4 per process, applies when unset
+
+
+@pytest.mark.parametrize('variable, value', [('WSGIAPP_POOL_SIZE', 'four'), ('WSGIAPP_POOL_TIMEOUT', '-1'),
+                                             ('WSGIAPP_MAX_BODY', '1e99')])
+def test_a_malformed_setting_stops_uwsgi_naming_it(stack, variable, value):
+    stack.uwsgi.stop()
+    log_before = stack.uwsgi.log.read_text()
+    try:
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match='uwsgi did not start'):
+            stack.uwsgi.start({**stack.environ(), variable: value})
+        new_log = stack.uwsgi.log.read_text()[len(log_before):]
+        assert time.monotonic() - started < 20, new_log
+        assert variable in new_log and 'must be a number' in new_log
+        assert value not in new_log.replace(variable, '')  # the value itself is not echoed
+    finally:
+        stack.uwsgi.stop()
+        stack.uwsgi.start(stack.environ())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root, nginx's workers run as www-data")
+def test_a_stack_in_a_directory_nginx_cannot_enter_still_serves(tmp_path):
+    """`make run` from a clone under /root or in a `mktemp -d` directory (mode 0700)."""
+    tmp_path.chmod(0o700)
+    running = Stack(tmp_path / 'var', free_port())
+    try:
+        running.up()
+        status, _, body = request(running, 'GET', '/admins')
+        assert status == 200 and '张三'.encode() in body
+        assert request(running, 'GET', '/static/style.css')[0] == 200
+        assert not str(running.run_dir).startswith(str(tmp_path))  # where www-data can reach it
+        assert running.check() == 0
+    finally:
+        running.down()
+    assert not running.run_dir.exists()
