@@ -14,7 +14,7 @@ BIN := $(VENV)/bin
 SERVER_PACKAGES := mariadb-client libmariadb-dev pkg-config gcc python3-dev python3-venv openssl
 DEBIAN_PACKAGES := $(SERVER_PACKAGES) mariadb-server nginx chromium wrk
 
-.PHONY: all deps venv install run stop status check lint test faults bench clean
+.PHONY: all deps venv install run stop status check env sql lint test faults bench clean
 all: run
 
 deps:
@@ -79,3 +79,11 @@ status:
 
 check: venv
 	@$(STACK) check $(VAR) --port $(PORT) --tls-port $(TLS_PORT)
+
+# eval "$$(make -s env)": DATABASE_URL and WSGIAPP_API_TOKEN of the private stack.
+env:
+	@$(STACK) env $(VAR)
+
+# A SQL shell on the private MariaDB, as its administrator.
+sql:
+	@$(STACK) sql $(VAR)

@@ -1,4 +1,4 @@
-"""python -m wsgiapp stack up|down|status|check VAR [--port PORT] [--tls-port PORT]:
+"""python -m wsgiapp stack up|down|status|check|env|sql VAR [--port PORT] [--tls-port PORT]:
 the servers of `make run`, private to one directory."""
 import argparse
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m wsgiapp stack', description=__doc__)
-    parser.add_argument('action', choices=['up', 'down', 'status', 'check'])
+    parser.add_argument('action', choices=['up', 'down', 'status', 'check', 'env', 'sql'])
     parser.add_argument('var', type=Path, help='directory for data, logs, secrets and generated configs')
     parser.add_argument('--port', type=int, default=8080, help='HTTP, which redirects to HTTPS')
     parser.add_argument('--tls-port', type=int, default=8443, help='HTTPS')
@@ -30,6 +30,17 @@ def main(argv=None):
         stack.down()
     elif args.action == 'check':
         return stack.check()
+    elif args.action == 'env':
+        # For `eval "$(make -s env)"`: serve, initdb or a script of yours on the private MariaDB.
+        for name, value in stack.environ().items():
+            print(f"export {name}='{value}'")
+    elif args.action == 'sql':
+        # A SQL shell as the private MariaDB's administrator, over its unix socket.
+        import os
+
+        from wsgiapp.stack.process import binary
+        os.execv(binary('mariadb'), ['mariadb', f'--socket={stack.mariadb.socket}',
+                                     f'--user={stack.mariadb.admin_user}', 'wsgiapp'])
     else:
         return 0 if stack.status() else 3
     return 0
