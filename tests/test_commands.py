@@ -31,6 +31,14 @@ def test_initdb_creates_the_table_and_samples(admin_url, sql):
     assert sql('SELECT COUNT(*) FROM vc_admin') == ((5,),)
 
 
+def test_initdb_as_the_apps_own_user_on_an_existing_table(database_url, add):
+    # The app's user has SELECT, INSERT, UPDATE, DELETE only: no CREATE, even IF NOT EXISTS.
+    add('kept')
+    done = wsgiapp('initdb', env={'DATABASE_URL': database_url})
+    assert done.returncode == 0, done.stderr
+    assert 'vc_admin is ready with 1 rows' in done.stderr
+
+
 def test_initdb_without_database_url_names_it():
     env = {key: value for key, value in os.environ.items() if key != 'DATABASE_URL'}
     done = subprocess.run([sys.executable, '-m', 'wsgiapp', 'initdb'], capture_output=True, text=True,

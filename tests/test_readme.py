@@ -21,8 +21,9 @@ def quick_start_commands():
     """[(command, expected)] from the quick start's block of commands with `# =>`."""
     text = (ROOT / 'README.rst').read_text()
     section = text[text.index('Quick start\n-----------'):text.index('Configuration\n-------------')]
-    block = next(b for b in section.split('.. code-block:: sh')[1:] if '# =>' in b)
-    lines = [line.strip() for line in block.split('\n\n')[1].splitlines()]
+    # A block's code is its first indented paragraph; the prose after it may quote `# =>` too.
+    codes = [block.split('\n\n')[1] for block in section.split('.. code-block:: sh')[1:]]
+    lines = [line.strip() for line in next(code for code in codes if '# =>' in code).splitlines()]
     commands, pending = [], ''
     for line in lines:
         if line.endswith('\\'):

@@ -285,8 +285,10 @@ def initdb(settings, sample=False):
         con = MySQLdb.connect(**connect_kwargs(settings))
         try:
             cursor = con.cursor()
-            for statement in filter(str.strip, schema.split(';')):
-                cursor.execute(statement)
+            # Only when missing: the app's own user (DML grants only) can then run initdb too.
+            if not cursor.execute("SHOW TABLES LIKE 'vc\\_admin'"):
+                for statement in filter(str.strip, schema.split(';')):
+                    cursor.execute(statement)
             if sample:
                 cursor.executemany('INSERT IGNORE INTO vc_admin (name, email) VALUES (%s, %s)', SAMPLE_ADMINS)
             cursor.execute('SELECT COUNT(*) FROM vc_admin')
