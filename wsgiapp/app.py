@@ -5,6 +5,7 @@ uwsgi loads it by file (`uwsgi --socket /tmp/my.sock --wsgi-file wsgiapp/app.py`
 uses absolute imports only, and there is no `app.run()` block: `python -m wsgiapp serve`
 is the development server.
 """
+import hashlib
 import json
 import os
 import sys
@@ -14,12 +15,26 @@ if __package__ in (None, ''):  # loaded by path, as uwsgi's wsgi-file does: find
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from wsgiapp import config, db, pages, routing  # noqa: E402
-from wsgiapp.http import STATUS_LINES, BadRequest, HTTPError, Request, ServiceUnavailable, html, json_response, text  # noqa: E402
+from wsgiapp.http import (  # noqa: E402
+    NO_STORE,
+    STATUS_LINES,
+    BadRequest,
+    HTTPError,
+    Request,
+    Response,
+    ServiceUnavailable,
+    html,
+    json_response,
+    text,
+)
 from wsgiapp.views import Views  # noqa: E402
 
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 NO_BODY = (204, 304)
+# Reads whose answer is the same for every client: GET and HEAD, 200 or 404. Everything
+# else (writes, other errors, what a handler marks itself) is `no-store`.
+CACHEABLE_METHODS, CACHEABLE_STATUSES = ('GET', 'HEAD'), (200, 404)
 # Variables of the uwsgi protocol that make uWSGI 2.0 load code, set the environment, read
 # a file as the body or change directory. nginx never sends them (its uwsgi_param lines
 # here set none), so a packet carrying one did not come through nginx.
@@ -31,6 +46,10 @@ UWSGI_CONTROL = ('UWSGI_FILE', 'UWSGI_SCRIPT', 'UWSGI_MODULE', 'UWSGI_CALLABLE',
 class Application:
     def __init__(self, settings):
         self.settings = settings
+        # Browsers revalidate every time (max-age=0: a cheap 304 with the ETag); a shared cache
+        # (nginx) may answer for s-maxage seconds, and for stale-if-error more while we fail.
+        self.cache_control = ('Cache-Control', f'public, max-age=0, s-maxage={settings.cache_seconds}, '
+                                               f'stale-if-error={settings.stale_if_error}')
         self.database = db.Database(settings)
         self.router = routing.build(Views(settings, self.database))
 
@@ -79,6 +98,18 @@ class Application:
         elif not isinstance(body, bytes):
             body = json.dumps(body, ensure_ascii=False, separators=(',', ':')).encode('utf-8')
         headers = [('X-Content-Type-Options', 'nosniff'), ('X-Request-ID', request.id)]
+        if any(name == 'Cache-Control' for name, _ in response.headers):
+            pass  # the handler said it
+        elif request.method in CACHEABLE_METHODS and response.status in CACHEABLE_STATUSES:
+            headers.append(self.cache_control)
+        else:
+            headers.append(NO_STORE)
+        if response.status == 200 and request.method in CACHEABLE_METHODS:
+            etag = '"%s"' % hashlib.blake2b(body, digest_size=16).hexdigest()  # strong: the body's hash
+            headers.append(('ETag', etag))
+            if etag_matches(request.environ.get('HTTP_IF_NONE_MATCH'), etag):
+                # RFC 9110 15.4.5: what a 200 would have said of caching (ETag, Cache-Control), no body.
+                response = Response(b'', 304, None, response.headers)
         if response.status in NO_BODY:
             body = b''
         else:
@@ -95,6 +126,16 @@ class Application:
         errors = request.environ['wsgi.errors']
         errors.write(f'[wsgiapp] [{request.id}] {request.method} {request.path!r}: {message}\n')
         errors.flush()
+
+
+def etag_matches(if_none_match, etag):
+    """If-None-Match against our ETag: `*`, or a list compared weakly (a W/ tag matches, as
+    nginx's gzip turns ours into W/"...")."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == '*':
+        return True
+    return any(tag.strip().removeprefix('W/') == etag for tag in if_none_match.split(','))
 
 
 application = Application(config.from_environ())

@@ -20,12 +20,15 @@ class Settings:
     connect_timeout: int = 2   # seconds
     read_timeout: int = 10     # seconds, also used as the write timeout
     max_body: int = 65536      # bytes
+    cache_seconds: int = 1     # how long nginx (a shared cache) may answer a read without the app
+    stale_if_error: int = 60   # how long past that it may answer while the database is away
 
     def __repr__(self):  # never show the password or the token, e.g. in a traceback
         return (f'Settings(database={"set" if self.database else None}, '
                 f'api_token={"set" if self.api_token else None}, pool_size={self.pool_size}, '
                 f'pool_timeout={self.pool_timeout}, connect_timeout={self.connect_timeout}, '
-                f'read_timeout={self.read_timeout}, max_body={self.max_body})')
+                f'read_timeout={self.read_timeout}, max_body={self.max_body}, '
+                f'cache_seconds={self.cache_seconds}, stale_if_error={self.stale_if_error})')
 
 
 # The numbers: variable -> (Settings field, default, minimum, maximum, type).
@@ -35,6 +38,8 @@ NUMBERS = {
     'WSGIAPP_DB_CONNECT_TIMEOUT': ('connect_timeout', 2, 1, 60, int),
     'WSGIAPP_DB_READ_TIMEOUT': ('read_timeout', 10, 1, 3600, int),
     'WSGIAPP_MAX_BODY': ('max_body', 65536, 1024, 64 * 1024 * 1024, int),
+    'WSGIAPP_CACHE_SECONDS': ('cache_seconds', 1, 0, 3600, int),
+    'WSGIAPP_STALE_IF_ERROR': ('stale_if_error', 60, 0, 86400, int),
 }
 
 DATABASE_URL_FORM = 'mysql://USER:PASSWORD@HOST[:PORT]/DBNAME or mysql://USER:PASSWORD@/DBNAME?unix_socket=PATH'

@@ -8,6 +8,7 @@ import string
 from http import HTTPStatus
 from urllib.parse import parse_qs
 
+NO_STORE = ('Cache-Control', 'no-store')  # for answers no cache may keep
 STATUS_LINES = {status.value: f'{status.value} {status.phrase}' for status in HTTPStatus}
 _DECIMAL = re.compile(r'[0-9]{1,20}')
 # An incoming X-Request-ID is kept only if made of these (nginx's $request_id is 32 hex
