@@ -10,7 +10,7 @@ import pytest
 from wsgiapp import config
 from wsgiapp.app import Application, etag_matches
 
-CACHEABLE = 'public, max-age=0, s-maxage=1, stale-if-error=60'
+CACHEABLE = 'public, max-age=0, s-maxage=1, stale-while-revalidate=1, stale-if-error=60'
 
 
 @pytest.mark.parametrize('path', ['/', '/ada', '/admins', '/api/admins', '/api/admins/ID', '/openapi.json'])
@@ -61,18 +61,43 @@ def test_404_may_be_cached_but_other_errors_and_writes_may_not(app, auth):
 def test_probes_are_never_cached(app):
     for path in ('/healthz', '/readyz'):
         response = app.get(path)
-        assert response.headers['Cache-Control'] == 'no-store'
+        assert response.headers['Cache-Control'] == 'no-store' and response.headers['ETag']
 
 
 def test_database_away_is_a_503_no_cache_keeps(make_app, sql):
     app = make_app(database=None, database_problem='DATABASE_URL is not set')
-    assert app.get('/api/admins', status=503).headers['Cache-Control'] == 'no-store'
+    response = app.get('/api/admins', status=503)
+    assert response.headers['Cache-Control'] == 'no-store' and 'X-Accel-Redirect' not in response.headers
+
+
+def test_behind_nginx_a_read_the_app_cannot_answer_goes_to_the_stale_copy(make_app, sql, auth):
+    """nginx names its stale location; a read (not a probe, not a write) is sent there."""
+    app = make_app(database=None, database_problem='DATABASE_URL is not set')
+    nginx = {'WSGIAPP_STALE_LOCATION': '@wsgiapp_stale'}
+    for method in (app.get, app.head):
+        response = method('/api/admins', extra_environ=nginx, status=503)
+        assert response.headers['X-Accel-Redirect'] == '@wsgiapp_stale'
+        assert response.headers['Retry-After']  # and without nginx, the plain 503 stands
+    assert 'X-Accel-Redirect' not in app.get('/readyz', extra_environ=nginx, status=503).headers
+    write = app.post_json('/api/admins', {'name': 'a', 'email': 'a@b.c'}, headers=auth, extra_environ=nginx,
+                          status=503)
+    assert 'X-Accel-Redirect' not in write.headers
+    assert 'X-Accel-Redirect' not in app.get('/api/admins', extra_environ={'WSGIAPP_STALE_LOCATION': '/x'},
+                                             status=503).headers
+
+
+def test_every_answer_says_when_it_was_made(app):
+    import email.utils
+    import time
+    made = email.utils.parsedate_to_datetime(app.get('/').headers['Date']).timestamp()
+    assert abs(made - time.time()) < 2
 
 
 def test_the_two_settings_drive_the_header(make_app, sql):
     settings = config.from_environ({'WSGIAPP_CACHE_SECONDS': '5', 'WSGIAPP_STALE_IF_ERROR': '0'})
     app = make_app(cache_seconds=settings.cache_seconds, stale_if_error=settings.stale_if_error)
-    assert app.get('/').headers['Cache-Control'] == 'public, max-age=0, s-maxage=5, stale-if-error=0'
+    expected = 'public, max-age=0, s-maxage=5, stale-while-revalidate=1, stale-if-error=0'
+    assert app.get('/').headers['Cache-Control'] == expected
 
 
 def test_etag_matching_is_weak_and_exact():

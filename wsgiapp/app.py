@@ -24,6 +24,7 @@ from wsgiapp.http import (  # noqa: E402
     Response,
     ServiceUnavailable,
     html,
+    http_date,
     json_response,
     text,
 )
@@ -32,8 +33,8 @@ from wsgiapp.views import Views  # noqa: E402
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 NO_BODY = (204, 304)
-# Reads whose answer is the same for every client: GET and HEAD, 200 or 404. Everything
-# else (writes, other errors, what a handler marks itself) is `no-store`.
+# Reads whose answer is the same for every client: GET and HEAD, 200 or 404, but for the
+# probes (routing.UNCACHED). Everything else (writes, other errors) is `no-store`.
 CACHEABLE_METHODS, CACHEABLE_STATUSES = ('GET', 'HEAD'), (200, 404)
 # Variables of the uwsgi protocol that make uWSGI 2.0 load code, set the environment, read
 # a file as the body or change directory. nginx never sends them (its uwsgi_param lines
@@ -47,9 +48,10 @@ class Application:
     def __init__(self, settings):
         self.settings = settings
         # Browsers revalidate every time (max-age=0: a cheap 304 with the ETag); a shared cache
-        # (nginx) may answer for s-maxage seconds, and for stale-if-error more while we fail.
+        # (nginx) may answer for s-maxage seconds, 1 s more while it refreshes the entry in
+        # the background, and stale-if-error seconds more while the app cannot answer.
         self.cache_control = ('Cache-Control', f'public, max-age=0, s-maxage={settings.cache_seconds}, '
-                                               f'stale-if-error={settings.stale_if_error}')
+                                               f'stale-while-revalidate=1, stale-if-error={settings.stale_if_error}')
         self.database = db.Database(settings)
         self.router = routing.build(Views(settings, self.database))
 
@@ -97,13 +99,15 @@ class Application:
             body = body.encode('utf-8')
         elif not isinstance(body, bytes):
             body = json.dumps(body, ensure_ascii=False, separators=(',', ':')).encode('utf-8')
-        headers = [('X-Content-Type-Options', 'nosniff'), ('X-Request-ID', request.id)]
-        if any(name == 'Cache-Control' for name, _ in response.headers):
-            pass  # the handler said it
-        elif request.method in CACHEABLE_METHODS and response.status in CACHEABLE_STATUSES:
-            headers.append(self.cache_control)
-        else:
-            headers.append(NO_STORE)
+        # Date: when this answer was made, which a copy from nginx's cache keeps (its age).
+        headers = [('X-Content-Type-Options', 'nosniff'), ('X-Request-ID', request.id), ('Date', http_date())]
+        cacheable = request.method in CACHEABLE_METHODS and request.path not in routing.UNCACHED
+        headers.append(self.cache_control if cacheable and response.status in CACHEABLE_STATUSES else NO_STORE)
+        if response.status == 503 and cacheable:
+            # Behind nginx: let it answer from its cache, within the app's stale-if-error.
+            stale = request.environ.get('WSGIAPP_STALE_LOCATION', '')
+            if stale.startswith('@'):
+                headers.append(('X-Accel-Redirect', stale))
         if response.status == 200 and request.method in CACHEABLE_METHODS:
             etag = '"%s"' % hashlib.blake2b(body, digest_size=16).hexdigest()  # strong: the body's hash
             headers.append(('ETag', etag))

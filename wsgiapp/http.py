@@ -5,6 +5,8 @@ import json
 import re
 import secrets
 import string
+import time
+from email.utils import formatdate
 from http import HTTPStatus
 from urllib.parse import parse_qs
 
@@ -14,6 +16,16 @@ _DECIMAL = re.compile(r'[0-9]{1,20}')
 # An incoming X-Request-ID is kept only if made of these (nginx's $request_id is 32 hex
 # digits); anything else could forge a log line or a header, and is replaced.
 _REQUEST_ID_CHARS = string.ascii_letters + string.digits + '._:-'
+
+
+_now = [0, '']  # (second, its HTTP date): formatted once a second, not per response
+
+
+def http_date():
+    second = int(time.time())
+    if _now[0] != second:
+        _now[:] = second, formatdate(second, usegmt=True)
+    return _now[1]
 
 
 class HTTPError(Exception):

@@ -7,6 +7,8 @@ from wsgiapp.http import MethodNotAllowed, NotFound
 RESERVED = ('admins', 'api', 'healthz', 'readyz', 'openapi.json', 'static', 'favicon.ico', 'robots.txt')
 NAME = '/(?!(?:{})$)([^/]+)'.format('|'.join(map(re.escape, RESERVED)))
 ADMIN_ID = r'/api/admins/([0-9]{1,10})'
+# The probes say how this process is now: no cache may answer for them.
+UNCACHED = frozenset({'/healthz', '/readyz'})
 
 
 class Route:
