@@ -189,10 +189,11 @@ def test_check_command_passes_on_the_running_stack(stack):
 
 def test_graceful_reload_under_load_fails_no_request(stack):
     statuses, stop = [], threading.Event()
+    private = {'Authorization': f'Bearer {stack.token()}'}
 
     def load():
-        while not stop.is_set():
-            statuses.append(request(stack, 'GET', '/api/admins?limit=5')[0])
+        while not stop.is_set():  # with a token: past nginx's cache, to uwsgi every time
+            statuses.append(request(stack, 'GET', '/api/admins?limit=5', headers=private)[0])
     threads = [threading.Thread(target=load) for _ in range(4)]
     for thread in threads:
         thread.start()
@@ -209,12 +210,18 @@ def test_graceful_reload_under_load_fails_no_request(stack):
     assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
 
 
-def test_friendly_page_only_when_uwsgi_is_unreachable(stack):
+def test_nginx_page_only_when_uwsgi_is_unreachable(stack):
+    assert request(stack, 'GET', '/admins?limit=2')[0] == 200  # now in nginx's cache
     stack.uwsgi.stop()
     try:
-        status, headers, body = request(stack, 'GET', '/admins')
-        assert status == 502 and b'Temporarily unavailable' in body
+        status, headers, body = request(stack, 'GET', '/admins?limit=3')
+        assert status == 502 and b'<h1>502 Bad Gateway</h1>' in body and headers['Retry-After']
         assert b'nginx/' not in body
+        status, _, body = request(stack, 'GET', '/api/admins?limit=3')
+        assert status == 502 and json.loads(body)['error']['status'] == 502
+        # What was read in the last minute is still answered, from the cache.
+        status, headers, body = request(stack, 'GET', '/admins?limit=2')
+        assert status == 200 and headers['X-Cache-Status'] == 'STALE' and b'<table>' in body
     finally:
         stack.uwsgi.start(stack.environ())
     stack.wait_ready()
