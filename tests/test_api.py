@@ -375,3 +375,42 @@ def test_invisible_and_bidirectional_characters_are_422_on_patch(app, add, sql, 
 @pytest.mark.parametrize('name', ['حسین\u200cزاده', '\U0001f469\u200d\U0001f4bb', 'שלום', 'مرحبا', 'a\u00a0b'])
 def test_joiners_and_right_to_left_scripts_are_accepted(app, name):
     assert post(app, {'name': name, 'email': 'a@b.c'}).json['name'] == name
+
+
+def test_wrong_tokens_are_limited_per_address_and_valid_writers_elsewhere_are_not(app, sql):
+    body = {'name': 'guess', 'email': 'g@example.com'}
+    attacker, writer = {'REMOTE_ADDR': '192.0.2.7'}, {'REMOTE_ADDR': '198.51.100.8'}
+    for n in range(10):
+        app.post_json('/api/admins', body, headers={'Authorization': f'Bearer guess{n}'},
+                      extra_environ=attacker, status=401)
+    refused = app.post_json('/api/admins', body, headers={'Authorization': 'Bearer guess10'},
+                            extra_environ=attacker, status=429)
+    assert 1 <= int(refused.headers['Retry-After']) <= 60 and refused.json['error']['status'] == 429
+    # While it lasts, not even the right token gets through from there: guessing has stopped.
+    app.post_json('/api/admins', body, headers={'Authorization': f'Bearer {TOKEN}'}, extra_environ=attacker,
+                  status=429)
+    assert sql('SELECT COUNT(*) FROM vc_admin') == ((0,),)
+    for n in range(20):  # another address writing with the right token is never slowed
+        app.post_json('/api/admins', {'name': f'w{n}', 'email': 'w@example.com'},
+                      headers={'Authorization': f'Bearer {TOKEN}'}, extra_environ=writer, status=201)
+    app.post_json('/api/admins', body, headers={'Authorization': 'Bearer wrong'}, extra_environ=writer, status=401)
+
+
+def test_the_failure_window_ends():
+    import time
+
+    from wsgiapp.http import FailedTokens, TooManyRequests
+    failures = FailedTokens(limit=2, window=0.3, size=2)
+    failures.add('a')
+    failures.check('a')
+    failures.add('a')
+    with pytest.raises(TooManyRequests):
+        failures.check('a')
+    failures.add('b')
+    failures.add('c')  # over `size`: the oldest address, a, is forgotten
+    failures.check('a')
+    failures.add('b')
+    with pytest.raises(TooManyRequests):
+        failures.check('b')
+    time.sleep(0.35)
+    failures.check('b')

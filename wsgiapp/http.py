@@ -5,6 +5,7 @@ import json
 import re
 import secrets
 import string
+import threading
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -73,6 +74,13 @@ class PayloadTooLarge(HTTPError):
     status = 413
 
 
+class TooManyRequests(HTTPError):
+    status = 429
+
+    def __init__(self, message, retry_after):
+        super().__init__(message, [('Retry-After', str(retry_after))])
+
+
 class UnsupportedMediaType(HTTPError):
     status = 415
 
@@ -114,6 +122,37 @@ def text(body, status=200, headers=()):
 
 def no_content():
     return Response(b'', 204, None)
+
+
+class FailedTokens:
+    """Wrong bearer tokens per client address: after `limit` in `window` seconds, the address
+    gets 429 until the window ends. Only failures count, so a writer with the right token is
+    never slowed. Per process (nginx cannot tell a wrong token from a right one before the app
+    answers); at most `size` addresses are remembered, the oldest forgotten first."""
+
+    def __init__(self, limit=10, window=60, size=10000):
+        self.limit, self.window, self.size = limit, window, size
+        self.windows = {}  # address -> [start of its window, failures in it]
+        self.lock = threading.Lock()
+
+    def check(self, address):
+        with self.lock:
+            start, count = self.windows.get(address, (0, 0))
+        left = start + self.window - time.monotonic()
+        if count >= self.limit and left > 0:
+            raise TooManyRequests('too many wrong bearer tokens from this address; try again later',
+                                  int(left) + 1)
+
+    def add(self, address):
+        now = time.monotonic()
+        with self.lock:
+            entry = self.windows.pop(address, None)
+            if entry is None or entry[0] + self.window <= now:
+                entry = [now, 0]
+            entry[1] += 1
+            self.windows[address] = entry  # re-inserted: the dict's order is the age of last failure
+            if len(self.windows) > self.size:
+                del self.windows[next(iter(self.windows))]
 
 
 def _reject_constant(name):
@@ -161,15 +200,19 @@ class Request:
                 return value
         raise BadRequest(f'query parameter {name!r} must be a decimal integer from {minimum} to {maximum}')
 
-    def require_bearer(self, token):
-        """403 when writes are disabled, 401 unless the bearer token matches (in constant time)."""
+    def require_bearer(self, token, failures):
+        """403 when writes are disabled, 429 while this client's address has had too many
+        wrong tokens (FailedTokens), 401 unless the bearer token matches (in constant time)."""
         if not token:
             raise Forbidden('writes are disabled on this server (WSGIAPP_API_TOKEN is not set)')
         scheme, _, given = self.environ.get('HTTP_AUTHORIZATION', '').strip().partition(' ')
         given = given.strip()
         if scheme.lower() != 'bearer' or not given:
             raise Unauthorized('this request needs an Authorization: Bearer token')
+        address = self.environ.get('REMOTE_ADDR', '')
+        failures.check(address)
         if not hmac.compare_digest(given.encode('latin-1', 'replace'), token.encode('utf-8')):
+            failures.add(address)
             raise Unauthorized('the bearer token is not valid', error='invalid_token')
 
     def json_object(self, max_body):

@@ -29,6 +29,7 @@ _ERRORS = {
     415: 'The request body is not application/json in UTF-8.',
     422: 'A field is missing, unknown, of the wrong type, empty, too long or malformed; '
          'the message names the field.',
+    429: 'Too many wrong bearer tokens from this address (10 a minute): retry after Retry-After seconds.',
     500: 'An unexpected error; the details are in the server log under the X-Request-ID.',
     503: 'The database is unreachable, timed out or the connection pool is exhausted: retry later.',
 }
@@ -41,7 +42,7 @@ def _error_response(status, description):
         response['headers'] = {'WWW-Authenticate': {'schema': {'type': 'string'}}}
     if status == 405:
         response['headers'] = {'Allow': {'schema': {'type': 'string'}}}
-    if status == 503:
+    if status in (429, 503):
         response['headers'] = {'Retry-After': {'schema': {'type': 'integer'}}}
     return response
 
@@ -49,7 +50,7 @@ def _error_response(status, description):
 _ADMIN = {'description': 'The admin.', 'content': {'application/json': {'schema': _ref('schemas/Admin')}}}
 _ID = {'name': 'id', 'in': 'path', 'required': True,
        'schema': {'type': 'integer', 'minimum': 0, 'maximum': 9999999999}}
-_WRITE_ERRORS = (400, 401, 403, 413, 415, 422, 503, 500)
+_WRITE_ERRORS = (400, 401, 403, 413, 415, 422, 429, 503, 500)
 
 
 def _body(schema):
@@ -102,7 +103,7 @@ OPENAPI = {
                 'operationId': 'deleteAdmin',
                 'summary': 'Remove an admin',
                 'security': [{'bearer': []}],
-                'responses': _responses(401, 403, 404, 503, 500, _204={'description': 'Deleted.'}),
+                'responses': _responses(401, 403, 404, 429, 503, 500, _204={'description': 'Deleted.'}),
             },
         },
     },

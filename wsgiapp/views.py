@@ -4,7 +4,7 @@ import json
 import unicodedata
 
 from wsgiapp import db, pages
-from wsgiapp.http import Conflict, NotFound, UnprocessableEntity, html, json_response, no_content, text
+from wsgiapp.http import Conflict, FailedTokens, NotFound, UnprocessableEntity, html, json_response, no_content, text
 from wsgiapp.openapi import OPENAPI
 
 MAX_ID = 2**32 - 1  # INT UNSIGNED
@@ -58,6 +58,7 @@ class Views:
         self.settings = settings
         self.db = database
         self.openapi = json.dumps(OPENAPI, indent=1).encode('utf-8')  # built once
+        self.failed_tokens = FailedTokens()
 
     def _page(self, request):
         limit = request.int_param('limit', DEFAULT_LIMIT, 1, MAX_LIMIT)
@@ -90,7 +91,7 @@ class Views:
         return json_response(db.as_item(row))
 
     def create_admin(self, request):
-        request.require_bearer(self.settings.api_token)
+        request.require_bearer(self.settings.api_token, self.failed_tokens)
         fields = validate(request.json_object(self.settings.max_body), partial=False)
         try:
             row = self.db.create_admin(fields['name'], fields['email'])
@@ -99,7 +100,7 @@ class Views:
         return json_response(db.as_item(row), 201, [('Location', f'/api/admins/{row[0]}')])
 
     def update_admin(self, request, admin_id):
-        request.require_bearer(self.settings.api_token)
+        request.require_bearer(self.settings.api_token, self.failed_tokens)
         changes = validate(request.json_object(self.settings.max_body), partial=True)
         try:
             row = self.db.update_admin(int(admin_id), changes)
@@ -110,7 +111,7 @@ class Views:
         return json_response(db.as_item(row))
 
     def delete_admin(self, request, admin_id):
-        request.require_bearer(self.settings.api_token)
+        request.require_bearer(self.settings.api_token, self.failed_tokens)
         if not self.db.delete_admin(int(admin_id)):
             raise NotFound(f'admin {admin_id} does not exist')
         return no_content()
