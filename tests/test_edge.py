@@ -244,3 +244,20 @@ def test_the_proxy_header_never_reaches_the_app(stack):
         nginx.stop()
         peer.server.close()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_burst_on_a_new_entry_reaches_the_app_once(stack):
+    """The cache lock: 16 clients ask at once for what is not cached; one request fills it."""
+    path, barrier, statuses = fresh('/api/admins?limit=7'), threading.Barrier(16), []
+
+    def read():
+        barrier.wait()
+        statuses.append(request(stack, 'GET', path)[0])
+    before = settled_requests(stack)
+    threads = [threading.Thread(target=read) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 16
+    assert settled_requests(stack) - before == 1

@@ -68,7 +68,7 @@ class Nginx:
         return (
             f'# Generated from conf/nginx/wsgiapp.conf by wsgiapp/stack/nginx.py: edit that file instead.\n'
             f'{user}worker_processes 1;\npid {self.pidfile};\nerror_log {self.error_log} warn;\n'
-            'events { worker_connections 1024; }\n'
+            'events { worker_connections 4096; }\n'
             'http {\n    include /etc/nginx/mime.types;\n    default_type application/octet-stream;\n'
             '    sendfile on;\n    tcp_nopush on;\n    keepalive_timeout 65;\n'
             + ''.join(f'    {kind}_temp_path {temp}/{kind};\n'
