@@ -261,3 +261,16 @@ def test_a_burst_on_a_new_entry_reaches_the_app_once(stack):
         thread.join()
     assert statuses == [200] * 16
     assert settled_requests(stack) - before == 1
+
+
+def test_gzip_replaces_content_length_with_chunks_as_the_readme_says(stack):
+    status, headers, body = request(stack, 'GET', '/openapi.json', headers={'Accept-Encoding': 'gzip'})
+    assert headers['Content-Encoding'] == 'gzip' and 'Content-Length' not in headers
+    assert headers['Transfer-Encoding'] == 'chunked'
+    status, headers, body = request(stack, 'GET', '/openapi.json')
+    assert int(headers['Content-Length']) == len(body)  # uncompressed: the app's exact length
+
+
+def test_a_path_that_is_not_utf8_is_a_400_before_the_method_is_weighed(stack):
+    assert request(stack, 'POST', '/%FF')[0] == 400
+    assert request(stack, 'POST', '/')[0] == 405

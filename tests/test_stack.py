@@ -71,14 +71,19 @@ def stack():
         shutil.rmtree(running.base, ignore_errors=True)
 
 
-def app_connections(stack):
-    con = MySQLdb.connect(**stack.mariadb.admin_kwargs())
+def admin_sql(stack, statement):
+    """Rows of one statement, run as the private MariaDB's administrator (autocommit)."""
+    con = MySQLdb.connect(**stack.mariadb.admin_kwargs(), database='wsgiapp', autocommit=True)
     try:
         cursor = con.cursor()
-        cursor.execute("SELECT COUNT(*) FROM information_schema.processlist WHERE user = 'wsgiapp'")
-        return cursor.fetchone()[0]
+        cursor.execute(statement)
+        return cursor.fetchall()
     finally:
         con.close()
+
+
+def app_connections(stack):
+    return admin_sql(stack, "SELECT COUNT(*) FROM information_schema.processlist WHERE user = 'wsgiapp'")[0][0]
 
 
 def burst(stack, threads=16, each=10):
@@ -142,3 +147,11 @@ def test_a_stack_in_a_directory_nginx_cannot_enter_still_serves(tmp_path):
     finally:
         running.down()
     assert not running.run_dir.exists()
+
+
+def test_a_second_make_run_does_not_bring_back_deleted_sample_rows(stack):
+    count = 'SELECT COUNT(*) FROM vc_admin'
+    before = admin_sql(stack, count)[0][0]
+    admin_sql(stack, "DELETE FROM vc_admin WHERE name = 'alice'")
+    stack.up()  # what `make run` does on a running stack
+    assert admin_sql(stack, count)[0][0] == before - 1

@@ -54,7 +54,7 @@ class Nginx:
                          ('/srv/wsgiapp/conf/static', str(self.static)),
                          ('server unix:/run/wsgiapp/uwsgi.sock;', f'server unix:{self.upstream};'),
                          ('/var/log/nginx/wsgiapp.access.log', str(self.access_log)),
-                         ('/var/cache/nginx/wsgiapp', str(self.run_dir / 'nginx-cache')),
+                         ('/var/lib/nginx/wsgiapp-cache', str(self.run_dir / 'nginx-cache')),
                          ('/var/log/nginx/wsgiapp.error.log', str(self.error_log))]:
             if old not in site:
                 raise RuntimeError(f'conf/nginx/wsgiapp.conf no longer contains {old!r}')
