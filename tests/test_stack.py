@@ -73,7 +73,7 @@ def stack():
 
 def admin_sql(stack, statement):
     """Rows of one statement, run as the private MariaDB's administrator (autocommit)."""
-    con = MySQLdb.connect(**stack.mariadb.admin_kwargs(), database='wsgiapp', autocommit=True)
+    con = MySQLdb.connect(**stack.mariadb.admin_kwargs(), database='wsgiapp')  # autocommit, as the admin's
     try:
         cursor = con.cursor()
         cursor.execute(statement)
