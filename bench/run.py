@@ -43,6 +43,8 @@ ROUTES = {  # label -> (path, which peers have it)
     'POST /api/admins': ('/api/admins', ('flask', 'wsgiapp')),
 }
 SMALL, LARGE = 1_000, 1_000_000
+STATUS_LUA = ROOT / 'bench' / 'status.lua'
+OVERLOAD = (32, 256, 1000)  # connections, for uncached reads
 TICKS = os.sysconf('SC_CLK_TCK')
 
 
@@ -78,10 +80,12 @@ def _ms(value, unit):
     return float(value) * {'us': 0.001, 'ms': 1.0, 's': 1000.0}[unit]
 
 
-def wrk(url, seconds, script=None, args=()):
-    command = ['wrk', '-t2', '-c32', f'-d{seconds}s', '--latency', '--timeout', '10s']
+def wrk(url, seconds, script=None, args=(), connections=32, headers=()):
+    command = ['wrk', '-t2', f'-c{connections}', f'-d{seconds}s', '--latency', '--timeout', '10s']
     if script:
         command += ['-s', str(script)]
+    for header in headers:
+        command += ['-H', header]
     command += [url]
     if args:
         command += ['--', *args]
@@ -89,7 +93,9 @@ def wrk(url, seconds, script=None, args=()):
     found = {p: _ms(v, u) for p, v, u in re.findall(r'^\s+(50|99)%\s+([\d.]+)(us|ms|s)$', out, re.M)}
     errors = re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', out)
     non2xx = re.search(r'Non-2xx or 3xx responses: (\d+)', out)
+    statuses = re.search(r'2xx=(\d+) 502=(\d+) 503=(\d+) other=(\d+)', out)  # from status.lua
     return {
+        **({key: int(n) for key, n in zip(('2xx', '502', '503', 'other'), statuses.groups())} if statuses else {}),
         'requests': int(re.search(r'(\d+) requests in', out).group(1)),
         'rps': float(re.search(r'Requests/sec:\s+([\d.]+)', out).group(1)),
         'p50_ms': found['50'], 'p99_ms': found['99'],
@@ -142,8 +148,10 @@ class Bench:
         finally:
             self.sql('SET GLOBAL innodb_max_dirty_pages_pct = DEFAULT')
 
-    def serve(self, peer):
-        """uwsgi with conf/uwsgi.ini's settings and this peer's module, nginx in front."""
+    def serve(self, peer, cache_seconds=0):
+        """uwsgi with conf/uwsgi.ini's settings and this peer's module, nginx in front. wsgiapp
+        runs with nginx's cache off (WSGIAPP_CACHE_SECONDS=0) unless asked: the peers have no
+        cache, and the comparison is of the apps; `edge` measures the cache."""
         ini = (ROOT / 'conf' / 'uwsgi.ini').read_text()
         ini = ini.replace('module = wsgiapp.app:application', f'module = {PEERS[peer]}')
         ini = ini.replace('chdir = %d..', f'chdir = {ROOT}')
@@ -153,24 +161,61 @@ class Bench:
         make_run_dir(run_dir)
         self.run_dirs.append(run_dir)
         uwsgi = Uwsgi(directory, run_dir=run_dir, ini=self.ini)
-        uwsgi.start({'DATABASE_URL': self.mariadb.url(tcp=True), 'WSGIAPP_API_TOKEN': self.token})
+        uwsgi.start({'DATABASE_URL': self.mariadb.url(tcp=True), 'WSGIAPP_API_TOKEN': self.token,
+                     'WSGIAPP_CACHE_SECONDS': str(cache_seconds)})
         cert, key = self.authority.issue('localhost', ips=['127.0.0.1'])
         nginx = Nginx(directory, free_port(), uwsgi.socket, free_port(), (cert, key, self.authority.cert),
                       run_dir=run_dir)
         nginx.start()
         return uwsgi, nginx
 
-    def measure(self, peer, uwsgi, nginx, label, path):
+    def measure(self, peer, uwsgi, nginx, label, path, headers=(), connections=32, seconds=None):
         url = f'{nginx.url}{path}'  # HTTPS, as clients reach the site
-        script = ROOT / 'bench' / 'post.lua' if label.startswith('POST') else None
+        script = ROOT / 'bench' / 'post.lua' if label.startswith('POST') else STATUS_LUA
 
         def args():  # a fresh name prefix for each POST run
-            return (uuid.uuid4().hex[:8], self.token) if script else ()
-        wrk(url, 1, script, args())  # warm-up: connections, caches
+            return (uuid.uuid4().hex[:8], self.token) if label.startswith('POST') else ()
+        wrk(url, 1, script, args(), connections, headers)  # warm-up: connections, caches
         before = cpu_seconds(uwsgi.pid())
-        result = wrk(url, self.seconds, script, args())
+        result = wrk(url, seconds or self.seconds, script, args(), connections, headers)
         result['cpu_us_per_request'] = (cpu_seconds(uwsgi.pid()) - before) / max(result['requests'], 1) * 1e6
         return result
+
+    def edge(self):
+        """wsgiapp with nginx's cache on, as shipped: /api/admins from the cache, past it (a
+        token), a static file of the same bytes, a 304; then uncached reads far past capacity."""
+        import ssl
+        import urllib.request
+        self.fill(SMALL)
+        uwsgi, nginx = self.serve('wsgiapp', cache_seconds=1)
+        context = ssl.create_default_context(cafile=str(self.authority.cert))
+        with urllib.request.urlopen(f'{nginx.url}/api/admins', context=context) as response:
+            body, etag = response.read(), response.headers['ETag']
+        (nginx.static / 'admins.json').write_bytes(body)  # nginx serves it from disk
+        private = (f'Authorization: Bearer {self.token}',)
+        cases = {'cached': ('/api/admins', ()), 'uncached': ('/api/admins', private),
+                 'static file, same bytes': ('/static/admins.json', ()),
+                 '304 (If-None-Match)': ('/api/admins', (f'If-None-Match: {etag}',))}
+        samples, overload = {}, {}
+        try:
+            for round_number in range(1, self.rounds + 1):
+                for label, (path, headers) in cases.items():
+                    say(f'round {round_number}/{self.rounds}: edge {label}')
+                    samples.setdefault(label, []).append(self.measure('wsgiapp', uwsgi, nginx, label, path, headers))
+                for connections in OVERLOAD:
+                    say(f'round {round_number}/{self.rounds}: edge overload, {connections} connections')
+                    overload.setdefault(connections, []).append(self.measure(
+                        'wsgiapp', uwsgi, nginx, 'overload', '/api/admins', private, connections))
+        finally:
+            nginx.stop()
+            uwsgi.stop()
+        fields = ('rps', 'p50_ms', 'p99_ms', 'cpu_us_per_request', 'errors')
+        cached = {label: {f: statistics.median(s[f] for s in runs) for f in fields} for label, runs in samples.items()}
+        loads = {c: {f: statistics.median(s.get(f, 0) for s in runs)
+                     for f in ('rps', 'p99_ms', '2xx', '502', '503', 'other')} for c, runs in overload.items()}
+        for c, runs in overload.items():
+            loads[c]['goodput'] = statistics.median(s.get('2xx', 0) for s in runs) / (self.seconds or 1)
+        return cached, loads
 
     def run(self, deep=True):
         self.mariadb.start()
@@ -191,6 +236,7 @@ class Bench:
                 finally:
                     nginx.stop()
                     uwsgi.stop()
+        edge = self.edge() if 'wsgiapp' in self.peers else ({}, {})
         if deep:
             for rows in (SMALL, LARGE):
                 self.fill(rows)
@@ -206,7 +252,7 @@ class Bench:
                 finally:
                     nginx.stop()
                     uwsgi.stop()
-        return runs, rss, scaling
+        return runs, rss, scaling, edge
 
     def close(self):
         self.mariadb.stop()
@@ -244,6 +290,19 @@ def versions():
     }
 
 
+def edge_targets(edge):
+    cached, _ = edge
+    if not cached:
+        return []
+    rows = []
+    for peer, minimum in (('uncached', 2.0), ('static file, same bytes', 0.7)):
+        ratio = cached['cached']['rps'] / cached[peer]['rps']
+        rows.append((f'cached /api/admins req/s >= {minimum} x {peer}', f'{ratio:.2f}', ratio >= minimum))
+    rows.append(('uwsgi CPU per cached request near zero (< 1 µs)',
+                 f'{cached["cached"]["cpu_us_per_request"]:.2f} µs', cached['cached']['cpu_us_per_request'] < 1))
+    return rows
+
+
 def targets(table, scaling):
     """(target, measured, met) for each of the issue's targets."""
     def get(peer, route, field):
@@ -269,7 +328,7 @@ def targets(table, scaling):
     return rows
 
 
-def write_report(out, table, rss, scaling, info, seconds, rounds):
+def write_report(out, table, rss, scaling, edge, info, seconds, rounds):
     out.mkdir(parents=True, exist_ok=True)
     base_ceiling = {route: table.get(('ceiling', '/'), {}).get('rps') for route in ROUTES}
     base_ceiling['/api/admins'] = table.get(('ceiling-db', '/api/admins'), {}).get('rps')
@@ -297,7 +356,26 @@ def write_report(out, table, rss, scaling, info, seconds, rounds):
             lines.append(f'| `{route}` | {peer} | {row["rps"]:,.0f} | {row["p50_ms"]:.2f} | {row["p99_ms"]:.2f} | '
                          f'{row["cpu_us_per_request"]:.0f} | {row["errors"]:.0f} | {ratio_ceiling} | {ratio_seed} |')
     lines += ['', '## Targets', '', '| target | measured | met |', '|---|---:|---|']
-    lines += [f'| {name} | {value} | {"yes" if met else "**no**"} |' for name, value, met in targets(table, scaling)]
+    lines += [f'| {name} | {value} | {"yes" if met else "**no**"} |'
+              for name, value, met in targets(table, scaling) + edge_targets(edge)]
+    cached, overload = edge
+    if cached:
+        lines += ['', '## The edge: nginx\'s cache', '',
+                  'wsgiapp as shipped (`WSGIAPP_CACHE_SECONDS=1`), `/api/admins` at 1k rows: anonymous (from the '
+                  'cache), with a token (past it, to uwsgi and MariaDB), nginx serving the same bytes from a '
+                  'static file, and a conditional GET answered 304.', '',
+                  '| case | req/s | p50 ms | p99 ms | uwsgi CPU µs/req | x uncached |',
+                  '|---|---:|---:|---:|---:|---:|']
+        lines += [f'| {label} | {row["rps"]:,.0f} | {row["p50_ms"]:.2f} | {row["p99_ms"]:.2f} | '
+                  f'{row["cpu_us_per_request"]:.1f} | {row["rps"] / cached["uncached"]["rps"]:.2f} |'
+                  for label, row in cached.items()]
+    if overload:
+        lines += ['', '## Overload: uncached reads past capacity', '',
+                  'With a token (past the cache), so every request needs uwsgi and MariaDB. nginx admits 1,000 at '
+                  'a time and answers the rest 503; uwsgi\'s accept queue (1,024) never overflows, so no 502.', '',
+                  '| connections | 2xx/s | p99 ms | 503 | 502 | other |', '|---:|---:|---:|---:|---:|---:|']
+        lines += [f'| {c:,} | {row["goodput"]:,.0f} | {row["p99_ms"]:.1f} | {row["503"]:.0f} | {row["502"]:.0f} | '
+                  f'{row["other"]:.0f} |' for c, row in overload.items()]
     if scaling:
         lines += ['', '## Keyset pagination: `/api/admins?after=N/2`', '', '| rows | req/s | p50 ms | p99 ms |',
                   '|---:|---:|---:|---:|']
@@ -308,16 +386,17 @@ def write_report(out, table, rss, scaling, info, seconds, rounds):
     (out / 'latest.md').write_text('\n'.join(lines))
     (out / 'latest.json').write_text(json.dumps(
         {'info': info, 'rss_kib': rss, 'scaling': {str(k): v for k, v in scaling.items()},
+         'edge': edge[0], 'overload': {str(k): v for k, v in edge[1].items()},
          'medians': [{'peer': p, 'route': r, **v} for (p, r), v in table.items()]}, indent=1))
-    chart(out / 'latest.png', table)
+    chart(out / 'latest.png', table, edge[1])
 
 
-def chart(path, table):
+def chart(path, table, overload):
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     routes = [route for route in ROUTES if any((peer, route) in table for peer in PEERS)]
-    figure, axes = plt.subplots(figsize=(11, 5))
+    figure, (axes, load_axes) = plt.subplots(1, 2, figsize=(15, 5), gridspec_kw={'width_ratios': [3, 1]})
     width = 0.16
     for index, peer in enumerate(PEERS):
         xs = [n + (index - 2) * width for n, route in enumerate(routes) if (peer, route) in table]
@@ -328,6 +407,14 @@ def chart(path, table):
     axes.set_title('wsgiapp and its peers through nginx + uwsgi (higher is better)')
     axes.legend()
     axes.grid(axis='y', alpha=0.3)
+    labels = [f'{c:,}' for c in overload]
+    load_axes.bar(labels, [row['goodput'] for row in overload.values()], label='2xx/s')
+    load_axes.bar(labels, [row['503'] for row in overload.values()], label='503 (total)', alpha=0.6)
+    load_axes.bar(labels, [row['502'] for row in overload.values()], label='502 (total)', color='red')
+    load_axes.set_xlabel('connections (uncached reads)')
+    load_axes.set_title('overload: goodput, and what was refused')
+    load_axes.legend()
+    load_axes.grid(axis='y', alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -348,12 +435,12 @@ def main(argv=None):
     bench = Bench(base, args.seconds, args.rounds, args.peers)
     started = time.monotonic()
     try:
-        runs, rss, scaling = bench.run(deep=not args.smoke)
+        runs, rss, scaling, edge = bench.run(deep=not args.smoke)
     finally:
         bench.close()
         shutil.rmtree(base, ignore_errors=True)
     table = medians(runs)
-    write_report(args.out, table, rss, scaling, versions(), args.seconds, args.rounds)
+    write_report(args.out, table, rss, scaling, edge, versions(), args.seconds, args.rounds)
     say(f'done in {time.monotonic() - started:.0f} s: {args.out / "latest.md"}')
     print((args.out / 'latest.md').read_text())
 

@@ -26,3 +26,9 @@ def test_bench_smoke(tmp_path):
     assert set(report['rss_kib']) == set(PEERS)
     assert (tmp_path / 'latest.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert '## Targets' in (tmp_path / 'latest.md').read_text()
+    # The edge: each case answered, the cache spares uwsgi, overload never a 502.
+    assert set(report['edge']) == {'cached', 'uncached', 'static file, same bytes', '304 (If-None-Match)'}
+    assert all(row['rps'] > 0 and row['errors'] == 0 for row in report['edge'].values())
+    assert report['edge']['cached']['cpu_us_per_request'] < report['edge']['uncached']['cpu_us_per_request']
+    assert set(report['overload']) == {'32', '256', '1000'}
+    assert all(row['502'] == 0 and row['other'] == 0 and row['2xx'] > 0 for row in report['overload'].values())

@@ -10,14 +10,14 @@ import subprocess
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from tests.faults.conftest import Load, call, report
+from wsgiapp.stack.process import ROOT
 
 pytestmark = pytest.mark.faults
-STATUS_LUA = Path(__file__).with_name('status.lua')
+STATUS_LUA = ROOT / 'bench' / 'status.lua'  # shared with make bench
 
 
 def test_freshness_of_cached_reads_is_the_lifetime_plus_one_second(stack):
