@@ -77,7 +77,7 @@ def worker_rss_kib(master_pid):
 
 
 def _ms(value, unit):
-    return float(value) * {'us': 0.001, 'ms': 1.0, 's': 1000.0}[unit]
+    return float(value) * {'us': 0.001, 'ms': 1.0, 's': 1000.0, 'm': 60000.0}[unit]
 
 
 def wrk(url, seconds, script=None, args=(), connections=32, headers=()):
@@ -90,7 +90,9 @@ def wrk(url, seconds, script=None, args=(), connections=32, headers=()):
     if args:
         command += ['--', *args]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    found = {p: _ms(v, u) for p, v, u in re.findall(r'^\s+(50|99)%\s+([\d.]+)(us|ms|s)$', out, re.M)}
+    found = {p: _ms(v, u) for p, v, u in re.findall(r'^\s+(50|99)%\s+([\d.]+)(us|ms|s|m)$', out, re.M)}
+    if len(found) != 2:
+        raise RuntimeError(f'wrk printed no latency distribution:\n{out}')
     errors = re.search(r'Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)', out)
     non2xx = re.search(r'Non-2xx or 3xx responses: (\d+)', out)
     statuses = re.search(r'2xx=(\d+) 502=(\d+) 503=(\d+) other=(\d+)', out)  # from status.lua
