@@ -274,3 +274,22 @@ def test_gzip_replaces_content_length_with_chunks_as_the_readme_says(stack):
 def test_a_path_that_is_not_utf8_is_a_400_before_the_method_is_weighed(stack):
     assert request(stack, 'POST', '/%FF')[0] == 400
     assert request(stack, 'POST', '/')[0] == 405
+
+
+def test_a_burst_on_an_answer_no_cache_may_keep_is_not_held_by_the_lock(stack):
+    """nginx's cache lock also holds requests whose answer turns out not cacheable (an error,
+    a probe): they must wait at most the lock's timeout (100 ms), not nginx's 500 ms polls."""
+    for path in (fresh('/api/admins?limit=0'), '/healthz'):
+        barrier, took = threading.Barrier(16), []
+
+        def read(path=path, barrier=barrier, took=took):
+            barrier.wait()
+            started = time.monotonic()
+            request(stack, 'GET', path)
+            took.append(time.monotonic() - started)
+        threads = [threading.Thread(target=read) for _ in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert max(took) < 0.45, (path, sorted(took))
