@@ -55,6 +55,7 @@ def sql(admin_kwargs):
         return cursor.fetchall()
     run.connection = con
     run('TRUNCATE TABLE vc_admin')
+    run('TRUNCATE TABLE idempotency_key')
     yield run
     con.close()
 

@@ -468,12 +468,14 @@ def check_database(report, environ):
         return
     try:
         cursor = con.cursor()
-        cursor.execute("SELECT COUNT(*) FROM information_schema.tables "
-                       "WHERE table_schema = DATABASE() AND table_name = 'vc_admin'")
-        if cursor.fetchone()[0]:
-            report.ok('DATABASE_URL connects and vc_admin exists')
+        cursor.execute('SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()')
+        present = {name for (name,) in cursor.fetchall()}
+        missing = [table for table in db.TABLES if table not in present]
+        if not missing:
+            report.ok(f'DATABASE_URL connects and {" and ".join(db.TABLES)} exist')
         else:
-            report.fail('the database has no vc_admin table', 'run: python -m wsgiapp initdb')
+            report.fail(f'the database has no {" and no ".join(missing)} table',
+                        'run: python -m wsgiapp initdb (then GRANT the app user on it: README, step 2)')
     finally:
         con.close()
 

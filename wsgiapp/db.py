@@ -20,8 +20,11 @@ Why the pool is built the way it is:
 Why not DBUtils: see the README ("The pool"): its checkout and cursor wrappers cost more
 CPU per request than everything else in the app, measured in `make bench`.
 """
+import json
 import os
 import queue
+import random
+import re
 import threading
 from contextlib import contextmanager, suppress
 from importlib.resources import files
@@ -32,6 +35,7 @@ import MySQLdb
 # parsing it into a datetime and formatting it again cost more than the query's own work.
 COLUMNS = "id, name, email, CONCAT(REPLACE(created_at, ' ', 'T'), '+00:00')"
 DUPLICATE_KEY = 1062
+LOCK_WAIT = 1205  # with innodb_lock_wait_timeout = 0: the row is held by a running transaction
 # Server gone away, lost connection during query, killed, closed for inactivity.
 CONNECTION_LOST = {2006, 2013, 2055, 1927, 4031}
 LIST_PAGE = f'SELECT {COLUMNS} FROM vc_admin WHERE id > %s ORDER BY id LIMIT %s'
@@ -56,6 +60,14 @@ class Unavailable(Exception):
 
 class DuplicateName(Exception):
     """The name is taken."""
+
+
+class KeyInProgress(Exception):
+    """An Idempotency-Key whose first request is still running."""
+
+
+class KeyReused(Exception):
+    """An Idempotency-Key sent before with a different request."""
 
 
 def as_item(row):
@@ -192,7 +204,7 @@ class Database:
             cursor = con.cursor()
             yield cursor
             con.commit()
-        except MySQLdb.IntegrityError:  # a constraint said no; the connection is fine
+        except (MySQLdb.IntegrityError, KeyInProgress, KeyReused):  # refused; the connection is fine
             try:
                 con.rollback()
             except UNAVAILABLE:
@@ -238,6 +250,45 @@ class Database:
                 raise DuplicateName(name) from None
             raise
 
+    def create_admin_once(self, key, fingerprint, name, email):
+        """create_admin under an Idempotency-Key: (status, item, location, replayed). The key
+        is inserted first, in the same transaction as the row, so a second request with it
+        finds the first one's answer once that committed (replayed), or its lock while it runs
+        (KeyInProgress, at once: the lock wait timeout is 0); a different request under the
+        same key is KeyReused."""
+        try:
+            with self.transaction() as cursor:
+                try:
+                    cursor.execute('SET STATEMENT innodb_lock_wait_timeout = 0 FOR '
+                                   "INSERT INTO idempotency_key (idem_key, fingerprint, status, body, location) "
+                                   "VALUES (%s, %s, 0, '', '')", (key, fingerprint))
+                except MySQLdb.IntegrityError as error:
+                    if error.args[0] != DUPLICATE_KEY:
+                        raise
+                    cursor.execute('SELECT fingerprint, status, body, location FROM idempotency_key '
+                                   'WHERE idem_key = %s', (key,))
+                    stored_fingerprint, status, body, location = cursor.fetchone()
+                    if stored_fingerprint != fingerprint:
+                        raise KeyReused(key) from None
+                    return status, json.loads(body), location, True
+                except MySQLdb.OperationalError as error:
+                    if error.args[0] == LOCK_WAIT:
+                        raise KeyInProgress(key) from None
+                    raise
+                cursor.execute('INSERT INTO vc_admin (name, email) VALUES (%s, %s)', (name, email))
+                cursor.execute(GET_NEW)
+                row = cursor.fetchone()
+                item, location = as_item(row), f'/api/admins/{row[0]}'
+                cursor.execute('UPDATE idempotency_key SET status = 201, body = %s, location = %s WHERE idem_key = %s',
+                               (json.dumps(item, ensure_ascii=False), location, key))
+                if random.random() < 0.01:  # now and then, forget keys older than a day (and an hour)
+                    cursor.execute('DELETE FROM idempotency_key WHERE created_at < NOW() - INTERVAL 25 HOUR LIMIT 1000')
+                return 201, item, location, False
+        except MySQLdb.IntegrityError as error:
+            if error.args[0] == DUPLICATE_KEY:
+                raise DuplicateName(name) from None
+            raise
+
     def update_admin(self, admin_id, changes):
         """Apply {'name': ..., 'email': ...} to one row; None when there is no such row."""
         assignments = ', '.join(f'{column} = %s' for column in changes)  # keys are validated names
@@ -259,35 +310,47 @@ class Database:
             return cursor.execute('DELETE FROM vc_admin WHERE id = %s', (admin_id,)) > 0
 
     def ping(self, timeout=1):
-        """Ready means: a fresh connection answers within `timeout` seconds and the table is there."""
+        """Ready means: a fresh connection answers within `timeout` seconds and the tables are there."""
         if self.settings.database is None:
             raise Unavailable(self.settings.database_problem)
         try:
             con = MySQLdb.connect(**connect_kwargs(self.settings, connect_timeout=timeout,
                                                    read_timeout=timeout, write_timeout=timeout))
             try:
-                con.query('SELECT 1 FROM vc_admin LIMIT 0')
-                con.store_result()
+                for table in TABLES:
+                    con.query(f'SELECT 1 FROM {table} LIMIT 0')
+                    con.store_result()
             finally:
                 con.close()
         except (MySQLdb.Error) as error:
             raise Unavailable(describe(error)) from error
 
 
-def initdb(settings, sample=False):
-    """Create vc_admin from schema.sql if it is missing; with `sample`, add SAMPLE_ADMINS once.
-    Returns the number of rows."""
-    if settings.database is None:
-        raise Unavailable(settings.database_problem)
+def schema_statements():
+    """{table: its CREATE TABLE statement}, from schema.sql."""
     schema = files('wsgiapp').joinpath('schema.sql').read_text(encoding='utf-8')
     schema = '\n'.join(line for line in schema.splitlines() if not line.lstrip().startswith('--'))
+    statements = filter(str.strip, schema.split(';'))
+    return {re.search(r'CREATE TABLE IF NOT EXISTS (\w+)', s).group(1): s for s in statements}
+
+
+TABLES = tuple(schema_statements())
+
+
+def initdb(settings, sample=False):
+    """Create the tables of schema.sql that are missing; with `sample`, add SAMPLE_ADMINS once.
+    Returns the number of rows of vc_admin."""
+    if settings.database is None:
+        raise Unavailable(settings.database_problem)
     try:
         con = MySQLdb.connect(**connect_kwargs(settings))
         try:
             cursor = con.cursor()
-            # Only when missing: the app's own user (DML grants only) can then run initdb too.
-            if not cursor.execute("SHOW TABLES LIKE 'vc\\_admin'"):
-                for statement in filter(str.strip, schema.split(';')):
+            cursor.execute('SHOW TABLES')
+            present = {name for (name,) in cursor.fetchall()}
+            # Only what is missing: the app's own user (DML grants only) can then run initdb too.
+            for table, statement in schema_statements().items():
+                if table not in present:
                     cursor.execute(statement)
             if sample:
                 cursor.executemany('INSERT IGNORE INTO vc_admin (name, email) VALUES (%s, %s)', SAMPLE_ADMINS)

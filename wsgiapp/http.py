@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 NO_STORE = ('Cache-Control', 'no-store')  # for answers no cache may keep
 STATUS_LINES = {status.value: f'{status.value} {status.phrase}' for status in HTTPStatus}
 _DECIMAL = re.compile(r'[0-9]{1,20}')
+_KEY = re.compile(r'[\x21-\x7e]+')  # printable ASCII, no space
 # An incoming X-Request-ID is kept only if made of these (nginx's $request_id is 32 hex
 # digits); anything else could forge a log line or a header, and is replaced.
 _REQUEST_ID_CHARS = string.ascii_letters + string.digits + '._:-'
@@ -214,6 +215,19 @@ class Request:
         if not hmac.compare_digest(given.encode('latin-1', 'replace'), token.encode('utf-8')):
             failures.add(address)
             raise Unauthorized('the bearer token is not valid', error='invalid_token')
+
+    def idempotency_key(self):
+        """The Idempotency-Key header (IETF draft): None when absent, else 1 to 255 printable
+        ASCII characters, optionally in the quotes of a structured-field string; else 400."""
+        given = self.environ.get('HTTP_IDEMPOTENCY_KEY')
+        if given is None:
+            return None
+        key = given.strip()
+        if len(key) >= 2 and key[0] == key[-1] == '"':
+            key = key[1:-1]
+        if not 1 <= len(key) <= 255 or not _KEY.fullmatch(key):
+            raise BadRequest('Idempotency-Key must be 1 to 255 printable ASCII characters')
+        return key
 
     def json_object(self, max_body):
         """The body as a JSON object: 413, 415, then 400, in that order.

@@ -18,17 +18,19 @@ def _responses(*statuses, **success):
 
 
 _ERRORS = {
-    400: 'A query parameter is not a decimal integer in range or is repeated; or the body is '
-         'not valid UTF-8, not JSON, not a JSON object, or shorter than its Content-Length.',
+    400: 'A query parameter is not a decimal integer in range or is repeated; the body is not '
+         'valid UTF-8, not JSON, not a JSON object, or shorter than its Content-Length; or the '
+         'Idempotency-Key is not 1 to 255 printable ASCII characters.',
     401: 'The Authorization: Bearer token is missing or wrong.',
     403: 'Writes are disabled on this server.',
     404: 'No such admin.',
     405: 'The method is not allowed on this path (see the Allow header).',
-    409: 'An admin with this name already exists.',
+    409: 'An admin with this name already exists; or a request with this Idempotency-Key is still '
+         'being processed.',
     413: 'The request body is over the size limit (64 KiB by default).',
     415: 'The request body is not application/json in UTF-8.',
-    422: 'A field is missing, unknown, of the wrong type, empty, too long or malformed; '
-         'the message names the field.',
+    422: 'A field is missing, unknown, of the wrong type, empty, too long or malformed (the '
+         'message names the field); or the Idempotency-Key was sent before with another body.',
     429: 'Too many wrong bearer tokens from this address (10 a minute): retry after Retry-After seconds.',
     500: 'An unexpected error; the details are in the server log under the X-Request-ID.',
     503: 'The database is unreachable, timed out or the connection pool is exhausted: retry later.',
@@ -80,6 +82,14 @@ OPENAPI = {
                 'operationId': 'createAdmin',
                 'summary': 'Add an admin',
                 'security': [{'bearer': []}],
+                'parameters': [{
+                    'name': 'Idempotency-Key', 'in': 'header', 'required': False,
+                    'description': 'Makes the request safe to retry (IETF draft "The Idempotency-Key HTTP '
+                                   'Header Field"): a retry with the same key and body gets the first '
+                                   "answer again (with Idempotent-Replayed: true) and creates no second row; "
+                                   'the same key with another body is 422; while the first is running, 409. '
+                                   'Keys are remembered for at least 24 hours.',
+                    'schema': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[!-~]+$'}}],
                 'requestBody': _body('AdminCreate'),
                 'responses': _responses(*_WRITE_ERRORS, 409, _201={
                     **_ADMIN, 'headers': {'Location': {'schema': {'type': 'string'}}}}),

@@ -8,3 +8,16 @@ CREATE TABLE IF NOT EXISTS vc_admin (
     created_at TIMESTAMP    NOT NULL DEFAULT CURRENT_TIMESTAMP,
     UNIQUE KEY vc_admin_name (name)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+
+-- POST /api/admins with an Idempotency-Key header: the key and the answer it produced,
+-- written in the same transaction as the row, so a retry gets that answer again and never
+-- a second row. Kept at least 24 hours (older ones are purged as new ones come in).
+CREATE TABLE IF NOT EXISTS idempotency_key (
+    idem_key    VARBINARY(255)    NOT NULL PRIMARY KEY,
+    fingerprint BINARY(32)        NOT NULL,
+    status      SMALLINT UNSIGNED NOT NULL,
+    body        TEXT              NOT NULL,
+    location    VARCHAR(64)       NOT NULL,
+    created_at  TIMESTAMP         NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    KEY idempotency_key_created (created_at)
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;

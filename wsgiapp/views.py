@@ -1,5 +1,6 @@
 """The handlers. Each takes a Request (and what the route captured) and returns a Response
 or raises an HTTPError; none calls start_response or encodes anything."""
+import hashlib
 import json
 import unicodedata
 
@@ -92,12 +93,24 @@ class Views:
 
     def create_admin(self, request):
         request.require_bearer(self.settings.api_token, self.failed_tokens)
+        key = request.idempotency_key()
         fields = validate(request.json_object(self.settings.max_body), partial=False)
         try:
-            row = self.db.create_admin(fields['name'], fields['email'])
+            if key is None:
+                row = self.db.create_admin(fields['name'], fields['email'])
+                return json_response(db.as_item(row), 201, [('Location', f'/api/admins/{row[0]}')])
+            # The same key and the same fields: the first answer again, and no second row.
+            fingerprint = hashlib.sha256(json.dumps(fields, sort_keys=True).encode('utf-8')).digest()
+            status, item, location, replayed = self.db.create_admin_once(
+                key.encode('ascii'), fingerprint, fields['name'], fields['email'])
         except db.DuplicateName:
             raise Conflict('an admin with this name already exists') from None
-        return json_response(db.as_item(row), 201, [('Location', f'/api/admins/{row[0]}')])
+        except db.KeyInProgress:
+            raise Conflict('a request with this Idempotency-Key is still being processed; retry shortly') from None
+        except db.KeyReused:
+            raise UnprocessableEntity('this Idempotency-Key was used with a different request body') from None
+        return json_response(item, status, [('Location', location)]
+                             + ([('Idempotent-Replayed', 'true')] if replayed else []))
 
     def update_admin(self, request, admin_id):
         request.require_bearer(self.settings.api_token, self.failed_tokens)
