@@ -1,6 +1,8 @@
 """Fixtures: a real MariaDB (a private one the suite starts, or DATABASE_URL when given)
 and the application driven through WebTest with its lint on."""
 import os
+import shutil
+import uuid
 from dataclasses import replace
 
 import MySQLdb
@@ -10,6 +12,8 @@ import webtest
 from wsgiapp import config, db
 from wsgiapp.app import Application
 from wsgiapp.stack.mariadb import MariaDB
+from wsgiapp.stack.process import ROOT, free_port
+from wsgiapp.stack.single import Stack
 
 TOKEN = 's3cret-token'
 
@@ -95,3 +99,20 @@ def add(sql):
         sql('INSERT INTO vc_admin (name, email) VALUES (%s, %s)', (name, email or 'someone@example.com'))
         return sql('SELECT LAST_INSERT_ID()')[0][0]
     return insert
+
+
+def new_base():
+    """A directory of its own under var/ for a stack the tests start."""
+    return ROOT / 'var' / f'test-{uuid.uuid4().hex[:8]}'
+
+
+@pytest.fixture(scope='module')
+def stack():
+    """MariaDB, uwsgi and nginx, as `make run` starts them, on free ports: one per test module."""
+    running = Stack(new_base(), free_port())
+    try:
+        running.up()
+        yield running
+    finally:
+        running.down()
+        shutil.rmtree(running.base, ignore_errors=True)

@@ -12,12 +12,12 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
+from tests.conftest import new_base
 from wsgiapp.stack.nginx import Nginx
 from wsgiapp.stack.process import ROOT, free_port, process_alive
 from wsgiapp.stack.single import Stack
@@ -37,20 +37,6 @@ def in_process_group(group):
             found.append(int(entry.parent.name))
     return found
 
-
-def new_base():
-    return ROOT / 'var' / f'test-{uuid.uuid4().hex[:8]}'
-
-
-@pytest.fixture(scope='module')
-def stack():
-    running = Stack(new_base(), free_port())
-    try:
-        running.up()
-        yield running
-    finally:
-        running.down()
-        shutil.rmtree(running.base, ignore_errors=True)
 
 
 def request(stack, method, path, body=None, headers=None, port=None, tls=True):

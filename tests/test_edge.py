@@ -12,13 +12,12 @@ from email.utils import parsedate_to_datetime
 
 import pytest
 
-from tests import test_e2e
-from tests.test_e2e import api, new_base, request, settled_requests
+from tests.conftest import new_base
+from tests.test_e2e import api, request, settled_requests
 from wsgiapp.stack.nginx import Nginx
 from wsgiapp.stack.process import free_port
 
 pytestmark = pytest.mark.e2e
-stack = test_e2e.stack  # the same module-scoped fixture: a stack of this module's own
 
 
 def fresh(path):

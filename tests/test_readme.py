@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_e2e import new_base
+from tests.conftest import new_base
 from wsgiapp.stack.process import ROOT, free_port
 from wsgiapp.stack.single import Stack
 

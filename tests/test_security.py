@@ -2,7 +2,6 @@
 uwsgi socket, floods of headers, the private database's root account over TCP, clear-text
 HTTP, and secrets left readable on disk."""
 import os
-import shutil
 import socket
 import ssl
 import stat
@@ -14,23 +13,12 @@ import MySQLdb
 import pytest
 import webtest
 
-from tests.test_e2e import new_base, request
+from tests.test_e2e import request
 from wsgiapp.app import Application
 from wsgiapp.stack.process import free_port, secret_file
-from wsgiapp.stack.single import Stack
 
 pytestmark = pytest.mark.e2e
 
-
-@pytest.fixture(scope='module')
-def stack():
-    running = Stack(new_base(), free_port())
-    try:
-        running.up()
-        yield running
-    finally:
-        running.down()
-        shutil.rmtree(running.base, ignore_errors=True)
 
 
 def uwsgi_packet(variables):

@@ -60,16 +60,6 @@ def test_make_run_with_another_port_moves_nginx_and_says_so(base):
     assert again.returncode == 0 and 'nginx is already running' in again.stdout
 
 
-@pytest.fixture(scope='module')
-def stack():
-    running = Stack(new_base(), free_port())
-    try:
-        running.up()
-        yield running
-    finally:
-        running.down()
-        shutil.rmtree(running.base, ignore_errors=True)
-
 
 def admin_sql(stack, statement):
     """Rows of one statement, run as the private MariaDB's administrator (autocommit)."""

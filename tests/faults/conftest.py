@@ -2,16 +2,9 @@
 unix socket, nginx) under a steady, bounded load from loopback, and reports its counts.
 `make faults` runs all of it; `make test` runs the scenarios not marked slow."""
 import http.client
-import shutil
 import threading
 import time
 from collections import Counter
-
-import pytest
-
-from tests.test_e2e import new_base
-from wsgiapp.stack.process import free_port
-from wsgiapp.stack.single import Stack
 
 REPORT = []  # one row per scenario, printed as a table at the end
 
@@ -87,13 +80,3 @@ class Load:
     def statuses(self, since=0.0, until=float('inf')):
         return [a[1] for a in self.answers if since <= a[0] < until]
 
-
-@pytest.fixture(scope='module')
-def stack():
-    running = Stack(new_base(), free_port())
-    try:
-        running.up(sample=True)
-        yield running
-    finally:
-        running.down()
-        shutil.rmtree(running.base, ignore_errors=True)
