@@ -374,7 +374,7 @@ def write_report(out, table, rss, scaling, edge, info, seconds, rounds):
     if overload:
         lines += ['', '## Overload: uncached reads past capacity', '',
                   'With a token (past the cache), so every request needs uwsgi and MariaDB. nginx admits 1,000 at '
-                  'a time and answers the rest 503; uwsgi\'s accept queue (1,024) never overflows, so no 502.', '',
+                  'a time and answers the rest 503; uwsgi\'s accept queue (4,096) never overflows, so no 502.', '',
                   '| connections | 2xx/s | p99 ms | 503 | 502 | other |', '|---:|---:|---:|---:|---:|---:|']
         lines += [f'| {c:,} | {row["goodput"]:,.0f} | {row["p99_ms"]:.1f} | {row["503"]:.0f} | {row["502"]:.0f} | '
                   f'{row["other"]:.0f} |' for c, row in overload.items()]

@@ -31,4 +31,5 @@ def test_bench_smoke(tmp_path):
     assert all(row['rps'] > 0 and row['errors'] == 0 for row in report['edge'].values())
     assert report['edge']['cached']['cpu_us_per_request'] < report['edge']['uncached']['cpu_us_per_request']
     assert set(report['overload']) == {'32', '256', '1000'}
-    assert all(row['502'] == 0 and row['other'] == 0 and row['2xx'] > 0 for row in report['overload'].values())
+    assert all(row['502'] == 0 and row['other'] == 0 and row['2xx'] > 0
+               for row in report['overload'].values()), report['overload']
