@@ -120,7 +120,8 @@ def test_schemathesis_agrees_with_openapi(stack):
         pytest.fail('schemathesis is not installed: make faults installs it')
     done = subprocess.run(
         [schemathesis, '--config-file', os.path.join(os.path.dirname(__file__), 'schemathesis.toml'),
-         'run', f'{stack.url}/openapi.json', '--checks', 'all', '--tls-verify', str(stack.ca),
+         'run', f'{stack.url}/openapi.json', '--checks', 'all', '--exclude-checks', 'ensure_resource_availability',
+         '--tls-verify', str(stack.ca),
          '-H', f'Authorization: Bearer {stack.token()}', '--max-examples', '40', '--no-color'],
         capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
