@@ -101,3 +101,10 @@ def test_the_app_user_may_use_the_table(database_url):
         con.cursor().execute('SELECT COUNT(*) FROM idempotency_key')
     finally:
         con.close()
+
+
+def test_a_malformed_key_comes_after_the_bodys_own_refusals(app, auth, sql):
+    headers = {**auth, 'Idempotency-Key': ''}
+    app.post('/api/admins', 'x' * 70000, headers=headers, content_type='application/json', status=413)
+    app.post('/api/admins', '{}', headers=headers, content_type='text/plain', status=415)
+    app.post_json('/api/admins', {'name': 1}, headers=headers, status=400)  # the key, before the fields' 422

@@ -239,12 +239,16 @@ class Database:
         rows = self._read(GET_ONE, (admin_id,))
         return rows[0] if rows else None
 
+    @staticmethod
+    def _insert_admin(cursor, name, email):
+        cursor.execute('INSERT INTO vc_admin (name, email) VALUES (%s, %s)', (name, email))
+        cursor.execute(GET_NEW)
+        return cursor.fetchone()
+
     def create_admin(self, name, email):
         try:
             with self.transaction() as cursor:
-                cursor.execute('INSERT INTO vc_admin (name, email) VALUES (%s, %s)', (name, email))
-                cursor.execute(GET_NEW)
-                return cursor.fetchone()
+                return self._insert_admin(cursor, name, email)
         except MySQLdb.IntegrityError as error:
             if error.args[0] == DUPLICATE_KEY:
                 raise DuplicateName(name) from None
@@ -275,9 +279,7 @@ class Database:
                     if error.args[0] == LOCK_WAIT:
                         raise KeyInProgress(key) from None
                     raise
-                cursor.execute('INSERT INTO vc_admin (name, email) VALUES (%s, %s)', (name, email))
-                cursor.execute(GET_NEW)
-                row = cursor.fetchone()
+                row = self._insert_admin(cursor, name, email)
                 item, location = as_item(row), f'/api/admins/{row[0]}'
                 cursor.execute('UPDATE idempotency_key SET status = 201, body = %s, location = %s WHERE idem_key = %s',
                                (json.dumps(item, ensure_ascii=False), location, key))

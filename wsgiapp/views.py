@@ -93,8 +93,9 @@ class Views:
 
     def create_admin(self, request):
         request.require_bearer(self.settings.api_token, self.failed_tokens)
-        key = request.idempotency_key()
-        fields = validate(request.json_object(self.settings.max_body), partial=False)
+        body = request.json_object(self.settings.max_body)
+        key = request.idempotency_key()  # a 400 of its own, after the body's 413, 415 and 400
+        fields = validate(body, partial=False)
         try:
             if key is None:
                 row = self.db.create_admin(fields['name'], fields['email'])
