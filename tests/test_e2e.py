@@ -21,6 +21,7 @@ from tests.conftest import new_base
 from wsgiapp.stack.nginx import Nginx
 from wsgiapp.stack.process import ROOT, free_port, process_alive
 from wsgiapp.stack.single import Stack
+from wsgiapp.version import VERSION
 
 pytestmark = pytest.mark.e2e
 
@@ -101,7 +102,7 @@ def test_every_route_of_the_contract_over_http(stack):
     assert status == 405 and headers['Allow'] == 'DELETE, GET, HEAD, PATCH' and json.loads(body)
     status, _, body = request(stack, 'GET', '/api/nope')
     assert status == 404 and json.loads(body) == {'error': {'status': 404, 'message': 'nothing is at /api/nope'}}
-    assert request(stack, 'GET', '/healthz')[2] == b'ok\n'
+    assert request(stack, 'GET', '/healthz')[2] == f'ok version={VERSION}\n'.encode()
     assert request(stack, 'GET', '/readyz')[0] == 200
     assert json.loads(request(stack, 'GET', '/openapi.json')[2])['openapi'] == '3.1.0'
     status, headers, body = request(stack, 'HEAD', '/admins')

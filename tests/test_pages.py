@@ -1,4 +1,5 @@
 """The HTML routes, routing, and what every response carries; no database needed."""
+import shutil
 from html import escape
 from urllib.parse import quote
 from wsgiref.util import setup_testing_defaults
@@ -10,6 +11,7 @@ import webtest
 from wsgiapp import config
 from wsgiapp.app import Application
 from wsgiapp.routing import RESERVED
+from wsgiapp.version import PACKAGE, VERSION, code_version
 
 
 @pytest.fixture
@@ -119,7 +121,18 @@ def test_request_id_is_taken_from_nginx_or_generated(bare):
 def test_healthz_needs_no_database(bare):
     response = bare.get('/healthz')
     assert response.headers['Content-Type'] == 'text/plain; charset=utf-8'
-    assert response.text == 'ok\n'
+    assert response.text == f'ok version={VERSION}\n'
+
+
+def test_every_answer_says_which_code_made_it(bare, tmp_path):
+    for path in ('/', '/healthz', '/nope/nope'):
+        assert bare.get(path, status='*').headers['X-App-Version'] == VERSION
+    # The version follows the source: another file, or another byte in one, is another version.
+    copy = tmp_path / 'wsgiapp'
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns('__pycache__'))
+    assert code_version(copy) == VERSION
+    (copy / 'pages.py').write_text((copy / 'pages.py').read_text() + '# changed\n')
+    assert code_version(copy) != VERSION
 
 
 @pytest.mark.parametrize('path', ['/admins', '/api/admins', '/api/admins/1', '/readyz'])

@@ -28,6 +28,7 @@ from wsgiapp.http import (  # noqa: E402
     json_response,
     text,
 )
+from wsgiapp.version import VERSION  # noqa: E402
 from wsgiapp.views import Views  # noqa: E402
 
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; "
@@ -100,7 +101,9 @@ class Application:
         elif not isinstance(body, bytes):
             body = json.dumps(body, ensure_ascii=False, separators=(',', ':')).encode('utf-8')
         # Date: when this answer was made, which a copy from nginx's cache keeps (its age).
-        headers = [('X-Content-Type-Options', 'nosniff'), ('X-Request-ID', request.id), ('Date', http_date())]
+        # X-App-Version: the code that made it (wsgiapp/version.py), for rolling deploys.
+        headers = [('X-Content-Type-Options', 'nosniff'), ('X-Request-ID', request.id), ('Date', http_date()),
+                   ('X-App-Version', VERSION)]
         cacheable = request.method in CACHEABLE_METHODS and request.path not in routing.UNCACHED
         headers.append(self.cache_control if cacheable and response.status in CACHEABLE_STATUSES else NO_STORE)
         if response.status == 503 and cacheable:

@@ -7,6 +7,7 @@ import unicodedata
 from wsgiapp import db, pages
 from wsgiapp.http import Conflict, FailedTokens, NotFound, UnprocessableEntity, html, json_response, no_content, text
 from wsgiapp.openapi import OPENAPI
+from wsgiapp.version import VERSION
 
 MAX_ID = 2**32 - 1  # INT UNSIGNED
 DEFAULT_LIMIT, MAX_LIMIT = 10, 100
@@ -136,7 +137,7 @@ class Views:
     # Operations
 
     def healthz(self, request):
-        return text('ok\n')
+        return text(f'ok version={VERSION}\n')
 
     def readyz(self, request):
         self.db.ping(timeout=1)  # db.Unavailable becomes a 503, in app.py
