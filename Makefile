@@ -11,10 +11,12 @@ TLS_PORT ?= 8443
 BIN := $(VENV)/bin
 # What a server needs (the build headers are for mysqlclient and uwsgi), then what the
 # development stack and the tests add.
-SERVER_PACKAGES := mariadb-client libmariadb-dev pkg-config gcc python3-dev python3-venv openssl
-DEBIAN_PACKAGES := $(SERVER_PACKAGES) mariadb-server nginx chromium wrk
+# libssl-dev: uwsgi compiles its ssl-socket (the cluster's link) only when the headers are there.
+SERVER_PACKAGES := mariadb-client libmariadb-dev libssl-dev pkg-config gcc python3-dev python3-venv openssl
+DEBIAN_PACKAGES := $(SERVER_PACKAGES) mariadb-server nginx chromium wrk iproute2
 
-.PHONY: all deps venv install run stop status check env sql lint test faults bench clean
+.PHONY: all deps venv install run stop status check env sql lint test faults bench clean \
+        cluster cluster-status cluster-deploy cluster-stop
 all: run
 
 deps:
@@ -87,3 +89,21 @@ env:
 # A SQL shell on the private MariaDB, as its administrator.
 sql:
 	@$(STACK) sql $(VAR)
+
+# More than one host (README: "More than one machine"): an edge nginx, APP_NODES app hosts
+# and a database host, each a network namespace on a private bridge (as root) or a
+# loopback address (otherwise). State in $(VAR)/cluster; what runs where: topology.json.
+APP_NODES ?= 3
+CLUSTER = $(STACK) $(addprefix cluster-,$(1)) $(VAR)/cluster --apps $(APP_NODES)
+cluster: venv
+	@$(call CLUSTER,up)
+
+cluster-status:
+	@$(call CLUSTER,status)
+
+# The current checkout's code onto every app host, one at a time, with no failed request.
+cluster-deploy: venv
+	@$(call CLUSTER,deploy)
+
+cluster-stop:
+	@if [ -x $(BIN)/python ]; then $(call CLUSTER,down); fi

@@ -8,11 +8,18 @@ from pathlib import Path
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m wsgiapp stack', description=__doc__)
-    parser.add_argument('action', choices=['up', 'down', 'status', 'check', 'env', 'sql'])
+    parser.add_argument('action', choices=['up', 'down', 'status', 'check', 'env', 'sql', 'cluster-up',
+                                           'cluster-down', 'cluster-status', 'cluster-deploy'])
     parser.add_argument('var', type=Path, help='directory for data, logs, secrets and generated configs')
     parser.add_argument('--port', type=int, default=8080, help='HTTP, which redirects to HTTPS')
     parser.add_argument('--tls-port', type=int, default=8443, help='HTTPS')
+    parser.add_argument('--apps', type=int, default=3, help='cluster: how many app hosts')
+    parser.add_argument('--loopback', action='store_true',
+                        help='cluster: hosts on loopback addresses, not network namespaces (the default without root)')
+    parser.add_argument('--source', type=Path, help='cluster-deploy: the checkout to deploy (default: this one)')
     args = parser.parse_args(argv)
+    if args.action.startswith('cluster-'):
+        return cluster(args)
     from wsgiapp import db
     from wsgiapp.stack.single import Stack
     stack = Stack(args.var, args.port, args.tls_port)
@@ -43,4 +50,29 @@ def main(argv=None):
                                      f'--user={stack.mariadb.admin_user}', 'wsgiapp'])
     else:
         return 0 if stack.status() else 3
+    return 0
+
+
+def cluster(args):
+    """The cluster's actions (cluster.py); VAR is its directory, var/cluster for make."""
+    from wsgiapp import db
+    from wsgiapp.stack.cluster import Cluster
+    hosts = Cluster(args.var, apps=args.apps, namespaces=False if args.loopback else None)
+    try:
+        if args.action == 'cluster-up':
+            hosts.up()
+            print(f'\nready: {hosts.url}/  (certificate authority: {hosts.ca})\n'
+                  f'  curl --cacert {hosts.ca} {hosts.url}/admins\n'
+                  f'  what runs where: {hosts.topology_file}; status: make cluster-status; '
+                  f'stop: make cluster-stop', flush=True)
+        elif args.action == 'cluster-deploy':
+            hosts.deploy(**({'source': args.source.resolve()} if args.source else {}))
+        elif args.action == 'cluster-down':
+            hosts.down()
+        else:
+            return 0 if hosts.status() else 3
+    except (RuntimeError, OSError, subprocess.CalledProcessError, db.Unavailable) as error:
+        detail = getattr(error, 'stderr', None) or ''
+        print(f'make {args.action.replace("-up", "")} failed: {error} {detail}', file=sys.stderr)
+        return 1
     return 0

@@ -22,7 +22,8 @@ APP_DATABASE = 'wsgiapp'
 class MariaDB:
     """A mariadbd: unix socket only, or also TCP on `address:port` when a port is given."""
 
-    def __init__(self, base, port=None, address='127.0.0.1', server_id=1, extra_args=()):
+    def __init__(self, base, port=None, address='127.0.0.1', server_id=1, extra_args=(), wrap=(),
+                 client_host=None):
         self.base = Path(base).resolve()
         self.datadir = self.base / 'mariadb'
         # Socket and pid file in a directory only we can enter.
@@ -36,6 +37,9 @@ class MariaDB:
         self.address = address
         self.server_id = server_id
         self.extra_args = list(extra_args)
+        self.wrap = list(wrap)  # e.g. `ip netns exec db1`: where mariadbd runs
+        # Where the application user may connect from over TCP (a MariaDB host pattern).
+        self.client_host = client_host or ('127.0.0.1' if address.startswith('127.') else '%')
 
     # The administrator is the OS user who runs the server (MariaDB's unix_socket auth):
     # root when we are root, else our own login name.
@@ -97,13 +101,13 @@ class MariaDB:
              '--skip-test-db', *as_root],
             check=True, stdout=subprocess.DEVNULL, stderr=open(self.log, 'ab'))
 
-    def _start(self, wrap=()):
+    def _start(self):
         for directory in (self.run_dir, self.files_dir):
             directory.mkdir(parents=True, exist_ok=True)
             directory.chmod(0o700)
         self.initialize()
         say(f'starting MariaDB on {self.socket}' + (f' and {self.address}:{self.port}' if self.port else ''))
-        subprocess.Popen([*wrap, *self.command()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        subprocess.Popen([*self.wrap, *self.command()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
 
     def _wait_ready(self, seconds=60):
@@ -143,9 +147,9 @@ class MariaDB:
 
     def _create_app_user(self):
         statements = [f'CREATE DATABASE IF NOT EXISTS {APP_DATABASE} CHARACTER SET utf8mb4']
-        for host in ('localhost', '127.0.0.1' if self.address.startswith('127.') else '%'):
-            statements += [(f"CREATE USER IF NOT EXISTS '{APP_USER}'@'{host}' IDENTIFIED BY %s", (self.password(),)),
-                           f"GRANT SELECT, INSERT, UPDATE, DELETE ON {APP_DATABASE}.* TO '{APP_USER}'@'{host}'"]
+        for host in ('localhost', self.client_host):
+            statements += [('CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s', (APP_USER, host, self.password())),
+                           (f'GRANT SELECT, INSERT, UPDATE, DELETE ON {APP_DATABASE}.* TO %s@%s', (APP_USER, host))]
         self.sql(*statements)
 
     def stop(self):

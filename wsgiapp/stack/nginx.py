@@ -9,6 +9,7 @@ from pathlib import Path
 from wsgiapp.stack.process import ROOT, binary, pid_alive, say, tail, terminate
 
 SITE = ROOT / 'conf' / 'nginx' / 'wsgiapp.conf'
+LINK = ROOT / 'conf' / 'nginx' / 'wsgiapp-link.conf'
 
 
 class Nginx:
@@ -18,12 +19,16 @@ class Nginx:
     does, and run_dir must be a place www-data can reach: see single.py."""
 
     def __init__(self, base, port, upstream, tls_port, certificate, address='127.0.0.1', user='default',
-                 run_dir=None):
+                 run_dir=None, link=None, wrap=()):
         self.base = Path(base).resolve()
         self.address = address
         self.port = port
         self.tls_port = tls_port
+        # A unix socket's path (one host), or server lines of app hosts (an edge) with
+        # `link`: the (certificate, key, CA) of the mutual-TLS link to them.
         self.upstream = upstream
+        self.link = link
+        self.wrap = list(wrap)  # e.g. `ip netns exec edge`: where nginx runs
         self.certificate = certificate  # (fullchain, key, chain) paths
         # nginx's workers: www-data as root (the directive only applies when started as root)
         self.user = ('www-data' if os.geteuid() == 0 else None) if user == 'default' else user
@@ -31,6 +36,7 @@ class Nginx:
         self.static = self.run_dir / 'static'
         self.conf = self.base / 'nginx.conf'
         self.site = self.base / 'nginx-site.conf'
+        self.link_conf = self.base / 'nginx-link.conf'
         self.pidfile = self.base / 'nginx.pid'
         self.error_log = self.base / 'nginx-error.log'
         self.access_log = self.base / 'nginx-access.log'
@@ -52,7 +58,8 @@ class Nginx:
                          ('/etc/letsencrypt/live/example.com/chain.pem', str(chain)),
                          ('root /var/www/html;', f'root {self.run_dir / "acme"};'),
                          ('/srv/wsgiapp/conf/static', str(self.static)),
-                         ('server unix:/run/wsgiapp/uwsgi.sock;', f'server unix:{self.upstream};'),
+                         ('    server unix:/run/wsgiapp/uwsgi.sock;\n', self.upstream_lines()),
+                         ('        uwsgi_pass wsgiapp;\n', self.pass_lines()),
                          ('/var/log/nginx/wsgiapp.access.log', str(self.access_log)),
                          ('/var/lib/nginx/wsgiapp-cache', str(self.run_dir / 'nginx-cache')),
                          ('/var/log/nginx/wsgiapp.error.log', str(self.error_log))]:
@@ -60,6 +67,22 @@ class Nginx:
                 raise RuntimeError(f'conf/nginx/wsgiapp.conf no longer contains {old!r}')
             site = site.replace(old, new)
         return site
+
+    def upstream_lines(self):
+        if isinstance(self.upstream, (str, Path)):
+            return f'    server unix:{self.upstream};\n'
+        return ''.join(f'    server {line};\n' for line in self.upstream)
+
+    def pass_lines(self):
+        if self.link is None:
+            return '        uwsgi_pass wsgiapp;\n'
+        return f'        uwsgi_pass suwsgi://wsgiapp;\n        include {self.link_conf};\n'
+
+    def link_text(self):
+        text = LINK.read_text()
+        for name, path in zip(('edge.pem', 'edge.key', 'ca.pem'), self.link):
+            text = text.replace(f'/etc/wsgiapp/link/{name}', str(path))
+        return text
 
     def conf_text(self):
         temp = self.run_dir / 'nginx-temp'
@@ -83,34 +106,65 @@ class Nginx:
         shutil.rmtree(self.static, ignore_errors=True)
         shutil.copytree(ROOT / 'conf' / 'static', self.static)
         self.site.write_text(self.site_text())
+        if self.link:
+            self.link_conf.write_text(self.link_text())
         shutil.copy('/etc/nginx/uwsgi_params', self.base / 'uwsgi_params')
         self.conf.write_text(self.conf_text())
 
     def _nginx(self, *args):
-        return subprocess.run([binary('nginx'), '-p', str(self.base), '-c', str(self.conf), *args],
+        return subprocess.run([*self.wrap, binary('nginx'), '-p', str(self.base), '-c', str(self.conf), *args],
                               stdin=subprocess.DEVNULL, capture_output=True, text=True)
 
     def start(self):
         running = self.pid()
-        if running and self.conf.exists() and self.site.exists() and (
-                self.site.read_text(), self.conf.read_text()) == (self.site_text(), self.conf_text()):
+        if running and self.rendered():
             say(f'nginx is already running (pid {running}, {self.url}/)')
             return
         self.render()
         if running:
             # Another port or an edited site file: nginx re-reads its config on SIGHUP,
             # finishing the requests in flight; a config it cannot load leaves the old one.
-            done = self._nginx('-t')
-            if done.returncode != 0:
-                raise RuntimeError(f'the new nginx config is invalid, nginx keeps the old one:\n{done.stderr}')
             say(f'nginx is running (pid {running}): reloading it to serve {self.url}/')
-            os.kill(running, signal.SIGHUP)
+            self.reload()
             self._wait_listening()
             return
         say(f'starting nginx on {self.url}/ and {self.http_url}/ (config: {self.conf})')
         done = self._nginx()
         if done.returncode != 0:
             raise RuntimeError(f'nginx did not start:\n{done.stderr}{tail(self.error_log)}')
+
+    def rendered(self):
+        """Whether the files on disk are the config as it would be written now."""
+        files = [(self.site, self.site_text), (self.conf, self.conf_text)]
+        if self.link:
+            files.append((self.link_conf, self.link_text))
+        return all(path.exists() and path.read_text() == text() for path, text in files)
+
+    def workers(self):
+        """The pids of the master's children (its workers and cache processes)."""
+        master, found = self.pid(), set()
+        for stat in Path('/proc').glob('[0-9]*/stat'):
+            try:
+                if int(stat.read_text().rsplit(')', 1)[1].split()[1]) == master:
+                    found.add(int(stat.parent.name))
+            except (OSError, IndexError, ValueError):
+                pass
+        return found
+
+    def reload(self, seconds=60):
+        """Apply a changed config and return once every old worker has exited: the requests
+        they had in flight are finished, and only workers with the new config remain."""
+        done = self._nginx('-t')
+        if done.returncode != 0:
+            raise RuntimeError(f'the new nginx config is invalid, nginx keeps the old one:\n{done.stderr}')
+        import time
+        old = self.workers()
+        os.kill(self.pid(), signal.SIGHUP)
+        deadline = time.monotonic() + seconds
+        while (self.workers() & old) or not self.workers():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f'the old nginx workers did not finish in {seconds} s:\n{tail(self.error_log)}')
+            time.sleep(0.05)
 
     def _wait_listening(self, seconds=10):
         import socket

@@ -1,0 +1,264 @@
+"""More than one host: an edge nginx in front of app hosts, each running uwsgi from the
+shipped conf/uwsgi.ini in its cluster form (the uwsgi protocol over mutual TLS), and a
+database host; `make cluster`, `make cluster-deploy`, `make cluster-stop`.
+
+Each host is a network namespace on a bridge of the launcher's own (network.py), or, without
+root, a loopback address. Under BASE (var/cluster): a directory per host, what it would
+hold on a real machine (its data, logs, certificates, the release it runs), and
+topology.json, which says what runs where."""
+import hashlib
+import json
+import os
+import shutil
+import ssl
+import time
+from pathlib import Path
+
+from wsgiapp.stack.mariadb import MariaDB
+from wsgiapp.stack.network import Network
+from wsgiapp.stack.nginx import Nginx
+from wsgiapp.stack.process import ROOT, say, secret_file, tail
+from wsgiapp.stack.single import make_run_dir, remove_run_dir, run_dir_for
+from wsgiapp.stack.tls import Authority
+from wsgiapp.stack.uwsgi import Uwsgi
+from wsgiapp.version import code_version
+
+# On its own host each server takes its usual port; on loopback, ports nobody else uses.
+PORTS = {True: {'http': 80, 'https': 443, 'app': 3031, 'db': 3306},
+         False: {'http': 18080, 'https': 18443, 'app': 13031, 'db': 13306}}
+APP_NAME = 'app.wsgiapp.internal'  # the name on every app host's certificate (wsgiapp-link.conf)
+# Passive health (conf/nginx/wsgiapp.conf says why).
+SERVER_OPTIONS = 'max_fails=1 fail_timeout=5s'
+
+
+def release(base, source=ROOT):
+    """The code of `source` as a release directory, BASE/releases/VERSION (wsgiapp/ and conf/),
+    named by the hash the app reports (X-App-Version); made once, atomically."""
+    version = code_version(source / 'wsgiapp')
+    target = base / 'releases' / version
+    if not target.exists():
+        say(f'making release {version} from {source}')
+        building = target.with_name(f'.{version}.{os.getpid()}')
+        shutil.rmtree(building, ignore_errors=True)
+        for part in ('wsgiapp', 'conf'):
+            shutil.copytree(source / part, building / part, ignore=shutil.ignore_patterns('__pycache__'))
+        building.rename(target)
+    return target
+
+
+class AppHost:
+    """uwsgi on one app host, serving the release it was last started with."""
+
+    def __init__(self, cluster, name):
+        self.cluster, self.name = cluster, name
+        self.base = cluster.base / name
+        self.address = cluster.network.address(name)
+        self.port = PORTS[cluster.network.namespaces]['app']
+        self.link_dir = self.base / 'link'
+        self.release_file = self.base / 'release'
+        self.uwsgi = Uwsgi(self.base, run_dir=self.base / 'run', ini=None)  # the release's, at start
+
+    def version(self):
+        try:
+            return self.release_file.read_text().strip()
+        except OSError:
+            return None
+
+    def certificate(self):
+        """This host's certificate of the link's CA, and the CA that signs the edge's."""
+        cert, key = self.cluster.link.issue(f'{self.name}-{self.address}', dns=[APP_NAME], ips=[self.address])
+        self.link_dir.mkdir(parents=True, exist_ok=True)
+        for source, name in ((cert, 'app.pem'), (key, 'app.key'), (self.cluster.link.cert, 'ca.pem')):
+            shutil.copy(source, self.link_dir / name)
+            (self.link_dir / name).chmod(0o600)
+
+    def start(self, release_dir):
+        self.certificate()
+        self.uwsgi.ini = release_dir / 'conf' / 'uwsgi.ini'
+        self.uwsgi.start({**self.cluster.app_environ(), 'WSGIAPP_LINK': f'{self.address}:{self.port}',
+                          'WSGIAPP_LINK_DIR': str(self.link_dir)},
+                         wrap=self.cluster.network.wrap(self.name))
+        self.release_file.write_text(release_dir.name + '\n')
+
+    def describe(self):
+        return {'name': self.name, 'netns': self.cluster.network.netns(self.name), 'address': self.address,
+                'port': self.port, 'pidfile': str(self.uwsgi.pidfile), 'version': self.version()}
+
+
+class Cluster:
+    def __init__(self, base, apps=3, namespaces=None):
+        self.base = Path(base).resolve()
+        self.topology_file = self.base / 'topology.json'
+        saved = self.topology()
+        if namespaces is None:
+            namespaces = os.geteuid() == 0
+        ident = hashlib.sha256(str(self.base).encode()).hexdigest()[:4]
+        subnet = saved['network']['subnet'] if saved and saved['network']['subnet'] and namespaces else None
+        self.network = Network(ident, namespaces, subnet)
+        ports = PORTS[namespaces]
+        self.apps = [AppHost(self, f'app{n}') for n in range(1, apps + 1)]
+        # Hosts a larger cluster had: stopped and removed by up().
+        self.retired = [AppHost(self, app['name']) for app in (saved or {}).get('app', [])[apps:]]
+        db_address = self.network.address('db1')
+        client_host = str(self.network.subnet).replace('.0/24', '.%') if namespaces else None
+        self.db = MariaDB(self.base / 'db1', port=ports['db'], address=db_address,
+                          wrap=self.network.wrap('db1'), client_host=client_host)
+        self.web = Authority(self.base / 'tls', 'wsgiapp cluster web CA')
+        self.link = Authority(self.base / 'link-ca', 'wsgiapp link CA')
+        self.ca = self.web.cert
+        edge = self.base / 'edge'
+        self.edge_address = self.network.address('edge')
+        self.drained = set()
+        self.edge = Nginx(edge, ports['http'], self.upstream(), ports['https'],
+                          certificate=(edge / 'tls' / 'fullchain.pem', edge / 'tls' / 'edge.key', self.web.cert),
+                          address=self.edge_address, run_dir=run_dir_for(edge),
+                          link=(edge / 'link' / 'edge.pem', edge / 'link' / 'edge.key', edge / 'link' / 'ca.pem'),
+                          wrap=self.network.wrap('edge'))
+        self.url = self.edge.url
+        self.tls_port = ports['https']
+        self._context = None
+
+    # --- what the hosts share ---------------------------------------------------------------
+    def topology(self):
+        try:
+            return json.loads(self.topology_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def token(self):
+        return secret_file(self.base / 'api-token')
+
+    def app_environ(self):
+        """What each app host's EnvironmentFile= holds: the database over TCP, the API token."""
+        return {'DATABASE_URL': self.db.url(tcp=True), 'WSGIAPP_API_TOKEN': self.token()}
+
+    def ssl_context(self):
+        if self._context is None:
+            self._context = ssl.create_default_context(cafile=str(self.ca))
+        return self._context
+
+    def upstream(self):
+        return [f'{app.address}:{app.port} {SERVER_OPTIONS}' + (' down' if app.name in self.drained else '')
+                for app in self.apps]
+
+    def edge_certificates(self):
+        tls, link = self.edge.base / 'tls', self.edge.base / 'link'
+        tls.mkdir(parents=True, exist_ok=True)
+        link.mkdir(parents=True, exist_ok=True)
+        cert, key = self.web.issue(f'edge-{self.edge_address}', dns=['localhost'], ips=[self.edge_address])
+        (tls / 'fullchain.pem').write_bytes(cert.read_bytes() + self.web.cert.read_bytes())
+        shutil.copy(key, tls / 'edge.key')
+        cert, key = self.link.issue('edge-client', client=True)
+        for source, name in ((cert, 'edge.pem'), (key, 'edge.key'), (self.link.cert, 'ca.pem')):
+            shutil.copy(source, link / name)
+        for path in (tls / 'edge.key', link / 'edge.key'):
+            path.chmod(0o600)
+
+    # --- up, down, status -------------------------------------------------------------------
+    def up(self):
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.network.create()
+        for host in ['db1', 'edge', *(app.name for app in self.apps)]:
+            self.network.add_host(host)
+        self.db.start()
+        from wsgiapp import config, db
+        new = not self.db.sql("SHOW TABLES FROM wsgiapp LIKE 'vc_admin'")
+        db.initdb(config.from_environ({'DATABASE_URL': self.db.admin_url()}), sample=new)
+        code = release(self.base)
+        for app in self.apps:
+            if not app.uwsgi.pid():
+                app.start(code)  # a host that was down comes back with this checkout's code
+            else:
+                say(f'{app.name}: uwsgi is already running (pid {app.uwsgi.pid()}, release {app.version()})')
+        for app in self.retired:
+            self.stop_app(app)
+        self.start_edge()
+        self.save()
+        self.wait_ready()
+
+    def start_edge(self):
+        make_run_dir(self.edge.run_dir)
+        self.edge_certificates()
+        self.edge.upstream = self.upstream()
+        self.edge.start()
+
+    def stop_app(self, app):
+        app.uwsgi.stop()
+        if self.network.netns(app.name) in self.network.hosts():
+            self.network.remove_host(self.network.netns(app.name))
+
+    def save(self):
+        primary = {'name': 'db1', 'netns': self.network.netns('db1'), 'address': self.db.address,
+                   'port': self.db.port, 'socket': str(self.db.socket), 'pidfile': str(self.db.pidfile)}
+        topology = {'edge': {'name': 'edge', 'netns': self.network.netns('edge'), 'address': self.edge_address,
+                             'url': self.url + '/', 'ca': str(self.ca), 'pidfile': str(self.edge.pidfile)},
+                    'app': [app.describe() for app in self.apps],
+                    'db': {'primary': primary, 'replicas': []},
+                    'network': self.network.describe(),
+                    'api_token_file': str(self.base / 'api-token')}
+        self.topology_file.write_text(json.dumps(topology, indent=2) + '\n')
+
+    def wait_ready(self, seconds=30):
+        """Every app host answers through the edge: /readyz until each upstream has said 200."""
+        import urllib.error
+        import urllib.request
+        say(f'waiting for {self.url}/readyz')
+        deadline, problem = time.monotonic() + seconds, None
+        while True:
+            try:
+                with urllib.request.urlopen(f'{self.url}/readyz', timeout=2, context=self.ssl_context()) as answer:
+                    if answer.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as error:
+                problem = error
+            if time.monotonic() > deadline:
+                raise RuntimeError(f'{self.url}/readyz did not answer 200 ({problem}).\n'
+                                   f'--- {self.edge.error_log}\n{tail(self.edge.error_log)}\n'
+                                   + ''.join(f'--- {app.uwsgi.log}\n{tail(app.uwsgi.log)}\n' for app in self.apps))
+            time.sleep(0.1)
+
+    def down(self):
+        self.edge.stop()
+        for app in self.apps + self.retired:
+            app.uwsgi.stop()
+        self.db.stop()
+        self.network.remove()
+        remove_run_dir(self.edge.run_dir)
+        self.topology_file.unlink(missing_ok=True)
+
+    def status(self):
+        up = True
+        rows = [('edge', 'nginx', self.edge.pid(), self.edge_address),
+                *((app.name, 'uwsgi', app.uwsgi.pid(), f'{app.address}:{app.port} release {app.version()}')
+                  for app in self.apps),
+                ('db1', 'MariaDB', self.db.pid(), f'{self.db.address}:{self.db.port}')]
+        for host, server, pid, where in rows:
+            print(f'{host:6} {server:8} {"up, pid %d" % pid if pid else "down":16} {where}')
+            up = up and bool(pid)
+        if up:
+            print(f'serving {self.url}/ (certificate authority: {self.ca})')
+        return up
+
+    # --- rolling deploy ---------------------------------------------------------------------
+    def deploy(self, source=ROOT):
+        """The code of `source` onto every app host, one at a time: the host leaves the edge's
+        upstream (nginx reloads and its old workers finish what they had in flight), its
+        uwsgi stops and starts on the new release, and it rejoins. The others serve meanwhile."""
+        code = release(self.base, source)
+        for app in self.apps:
+            if app.version() == code.name and app.uwsgi.pid():
+                say(f'{app.name} already runs release {code.name}')
+                continue
+            say(f'{app.name}: draining, then release {app.version()} -> {code.name}')
+            self.set_drained(app, True)
+            app.uwsgi.stop()
+            app.start(code)
+            self.set_drained(app, False)
+        self.save()
+        say(f'every app host runs release {code.name}')
+
+    def set_drained(self, app, drained):
+        (self.drained.add if drained else self.drained.discard)(app.name)
+        self.edge.upstream = self.upstream()
+        self.edge.render()
+        self.edge.reload()
