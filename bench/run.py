@@ -6,6 +6,9 @@ Each peer is served in turn by uwsgi with conf/uwsgi.ini's settings (only `modul
 differs) behind nginx with conf/nginx/wsgiapp.conf, all reaching MariaDB the way the
 seed's app does: over TCP, with a user and a password. wrk drives each route; the whole
 sequence is repeated and medians are kept, because this machine drifts between runs.
+
+The link phase serves wsgiapp once per link between nginx and uwsgi (LINKS), each round
+over all three, and counts what the link costs uwsgi and nginx per request.
 """
 import argparse
 import json
@@ -20,6 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
+from wsgiapp.stack.cluster import APP_NAME, SERVER_OPTIONS
 from wsgiapp.stack.mariadb import MariaDB
 from wsgiapp.stack.nginx import Nginx
 from wsgiapp.stack.process import ROOT, free_port, say
@@ -49,10 +53,19 @@ OVERLOAD = (32, 256, 1000)  # connections, for uncached reads
 # request private to nginx, so it passes the cache (and its lock) by. `edge` measures the cache.
 PAST_THE_CACHE = ('X-Consistency-Token: bench',)
 TICKS = os.sysconf('SC_CLK_TCK')
+# The link between nginx and uwsgi, for the same app and site: `unix` as one host serves it
+# (the peers above); `mtls` as the cluster's edge reaches an app host (conf/uwsgi.ini's
+# WSGIAPP_LINK: the uwsgi protocol over TLS with a mandatory client certificate, and
+# conf/nginx/wsgiapp-link.conf); `tcp`, the plain uwsgi protocol on a TCP port, only as the
+# reference for what TLS costs: it is unauthenticated, and never a way to ship the app.
+LINKS = ('unix', 'mtls', 'tcp')
+LINK_ROUTES = ('/', '/api/admins')
+UNIX_SOCKET = 'socket = %(run_dir)/uwsgi.sock\n'
 
 
 def cpu_seconds(master_pid):
-    """User + system CPU of uwsgi's master and workers, including workers already reaped."""
+    """User + system CPU of a master (uwsgi's, nginx's) and its children, including those
+    already reaped."""
     total = 0
     for stat in Path('/proc').glob('[0-9]*/stat'):
         try:
@@ -118,6 +131,7 @@ class Bench:
         self.token = uuid.uuid4().hex
         self.ini = base / 'uwsgi.ini'
         self.authority = Authority(base / 'tls')
+        self.link_ca = Authority(base / 'link-ca', 'wsgiapp link CA')  # as the cluster's: not the web's
         self.run_dirs = []
 
     def sql(self, *statements):
@@ -153,22 +167,53 @@ class Bench:
         finally:
             self.sql('SET GLOBAL innodb_max_dirty_pages_pct = DEFAULT')
 
-    def serve(self, peer):
-        """uwsgi with conf/uwsgi.ini's settings and this peer's module, nginx in front."""
+    def link_files(self, directory):
+        """The mutual-TLS link's files, as the cluster makes them (cluster.py: AppHost.certificate,
+        Cluster.edge_certificates): the app host's certificate for APP_NAME (nginx checks it)
+        with the link's CA in `directory` under the names conf/uwsgi.ini reads; and the edge's
+        client certificate, key and that CA, for Nginx's `link`."""
+        cert, key = self.link_ca.issue('app', dns=[APP_NAME], ips=['127.0.0.1'])
+        directory.mkdir(parents=True, exist_ok=True)
+        for source, name in ((cert, 'app.pem'), (key, 'app.key'), (self.link_ca.cert, 'ca.pem')):
+            shutil.copy(source, directory / name)
+            (directory / name).chmod(0o600)
+        return (*self.link_ca.issue('edge-client', client=True), self.link_ca.cert)
+
+    def serve(self, peer, link='unix'):
+        """uwsgi with conf/uwsgi.ini's settings and this peer's module, nginx in front,
+        joined by `link` (LINKS)."""
         ini = (ROOT / 'conf' / 'uwsgi.ini').read_text()
         ini = ini.replace('module = wsgiapp.app:application', f'module = {PEERS[peer]}')
         ini = ini.replace('chdir = %d..', f'chdir = {ROOT}')
+        directory = self.base / (peer if link == 'unix' else f'{peer}-{link}')
+        environ = {'DATABASE_URL': self.mariadb.url(tcp=True), 'WSGIAPP_API_TOKEN': self.token}
+        upstream, edge = None, None  # None: uwsgi's unix socket
+        if link in ('mtls', 'tcp'):
+            address = f'127.0.0.1:{free_port()}'
+            upstream = [f'{address} {SERVER_OPTIONS}']  # as the cluster's edge lists an app host
+        if link == 'mtls':  # conf/uwsgi.ini's own switch
+            environ |= {'WSGIAPP_LINK': address, 'WSGIAPP_LINK_DIR': str(directory / 'link')}
+            edge = self.link_files(directory / 'link')
+        elif link == 'tcp':  # the reference only: the ini has no switch for it, on purpose
+            if UNIX_SOCKET not in ini:
+                raise RuntimeError(f'conf/uwsgi.ini no longer contains {UNIX_SOCKET!r}')
+            ini = ini.replace(UNIX_SOCKET, f'socket = {address}\n')
+        elif link != 'unix':
+            raise ValueError(f'no link {link!r}')
         self.ini.write_text(ini)
-        directory = self.base / peer
         run_dir = run_dir_for(directory)  # where nginx's workers can reach the socket
         make_run_dir(run_dir)
         self.run_dirs.append(run_dir)
         uwsgi = Uwsgi(directory, run_dir=run_dir, ini=self.ini)
-        uwsgi.start({'DATABASE_URL': self.mariadb.url(tcp=True), 'WSGIAPP_API_TOKEN': self.token})
+        uwsgi.start(environ)
         cert, key = self.authority.issue('localhost', ips=['127.0.0.1'])
-        nginx = Nginx(directory, free_port(), uwsgi.socket, free_port(), (cert, key, self.authority.cert),
-                      run_dir=run_dir)
-        nginx.start()
+        nginx = Nginx(directory, free_port(), upstream or uwsgi.socket, free_port(), (cert, key, self.authority.cert),
+                      run_dir=run_dir, link=edge)
+        try:
+            nginx.start()
+        except BaseException:
+            uwsgi.stop()
+            raise
         return uwsgi, nginx
 
     def measure(self, peer, uwsgi, nginx, label, path, headers=(), connections=32, seconds=None):
@@ -178,9 +223,11 @@ class Bench:
         def args():  # a fresh name prefix for each POST run
             return (uuid.uuid4().hex[:8], self.token) if label.startswith('POST') else ()
         wrk(url, 1, script, args(), connections, headers)  # warm-up: connections, caches
-        before = cpu_seconds(uwsgi.pid())
+        before, before_nginx = cpu_seconds(uwsgi.pid()), cpu_seconds(nginx.pid())
         result = wrk(url, seconds or self.seconds, script, args(), connections, headers)
-        result['cpu_us_per_request'] = (cpu_seconds(uwsgi.pid()) - before) / max(result['requests'], 1) * 1e6
+        requests = max(result['requests'], 1)
+        result['cpu_us_per_request'] = (cpu_seconds(uwsgi.pid()) - before) / requests * 1e6
+        result['nginx_cpu_us_per_request'] = (cpu_seconds(nginx.pid()) - before_nginx) / requests * 1e6
         return result
 
     def edge(self):
@@ -219,6 +266,40 @@ class Bench:
             loads[c]['goodput'] = statistics.median(s.get('2xx', 0) for s in runs) / (self.seconds or 1)
         return cached, loads
 
+    def links(self):
+        """wsgiapp over each link in turn, every round over all three (this machine drifts), on
+        requests that reach uwsgi (PAST_THE_CACHE): {link: {route: medians}}, with ratios to `unix`."""
+        self.fill(SMALL)
+        samples = {}
+        for round_number in range(1, self.rounds + 1):
+            for link in LINKS:
+                uwsgi, nginx = self.serve('wsgiapp', link)
+                try:
+                    for route in LINK_ROUTES:
+                        say(f'round {round_number}/{self.rounds}: link {link} {route}')
+                        samples.setdefault(link, {}).setdefault(route, []).append(
+                            self.measure('wsgiapp', uwsgi, nginx, route, route, PAST_THE_CACHE))
+                finally:
+                    nginx.stop()
+                    uwsgi.stop()
+        table = {}
+        for link, routes in samples.items():
+            for route, runs in routes.items():
+                row = {field: statistics.median(s[field] for s in runs)
+                       for field in ('rps', 'p50_ms', 'p99_ms', 'cpu_us_per_request', 'nginx_cpu_us_per_request')}
+                row['uwsgi_cpu_us_per_request'] = row.pop('cpu_us_per_request')
+                row['errors'] = sum(s['errors'] for s in runs)  # socket errors and 4xx/5xx (wrk)
+                row['non_2xx'] = sum(s.get('502', 0) + s.get('503', 0) + s.get('other', 0) for s in runs)
+                table.setdefault(link, {})[route] = row
+        for routes in table.values():
+            for route, row in routes.items():
+                unix = table['unix'][route]
+                row['rps_x_unix'] = row['rps'] / unix['rps']
+                for side in ('uwsgi', 'nginx'):
+                    base = unix[f'{side}_cpu_us_per_request']
+                    row[f'{side}_cpu_x_unix'] = row[f'{side}_cpu_us_per_request'] / base if base else None
+        return table
+
     def run(self, deep=True):
         self.mariadb.start()
         from wsgiapp import config, db
@@ -239,6 +320,7 @@ class Bench:
                     nginx.stop()
                     uwsgi.stop()
         edge = self.edge() if 'wsgiapp' in self.peers else ({}, {})
+        link = self.links() if 'wsgiapp' in self.peers else {}
         if deep:
             for rows in (SMALL, LARGE):
                 self.fill(rows)
@@ -254,7 +336,7 @@ class Bench:
                 finally:
                     nginx.stop()
                     uwsgi.stop()
-        return runs, rss, scaling, edge
+        return runs, rss, scaling, edge, link
 
     def close(self):
         self.mariadb.stop()
@@ -330,7 +412,36 @@ def targets(table, scaling):
     return rows
 
 
-def write_report(out, table, rss, scaling, edge, info, seconds, rounds):
+def link_lines(link):
+    if not link:
+        return []
+
+    def ratio(value):
+        return '' if value is None else f'{value:.2f}'
+    lines = ['', '## The link: nginx to uwsgi', '',
+             'wsgiapp past the cache (a consistency token), same site and settings, over three links: `unix`, '
+             'one host as shipped (uwsgi\'s unix socket); `mtls`, the cluster\'s link (`uwsgi_pass suwsgi://`, '
+             'conf/nginx/wsgiapp-link.conf, uwsgi\'s `ssl-socket` on 127.0.0.1 requiring a client certificate); '
+             '`tcp`, the plain uwsgi protocol on 127.0.0.1, unauthenticated (whoever reaches the port can make '
+             'uwsgi load code): only the reference for what TLS itself costs, never a way to serve the app. uwsgi '
+             'closes its connection after each request, so nginx connects (and for `mtls` handshakes) for each '
+             'one. CPU is user + system time per request of uwsgi (master and workers) and of nginx (master and '
+             'workers; it also terminates the clients\' HTTPS).', '',
+             '| route | link | req/s | p50 ms | p99 ms | uwsgi CPU µs/req | nginx CPU µs/req | errors | '
+             'req/s x unix | uwsgi CPU x unix | nginx CPU x unix |',
+             '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+    for route in LINK_ROUTES:
+        for name in LINKS:
+            row = link.get(name, {}).get(route)
+            if row:
+                lines.append(f'| `{route}` | {name} | {row["rps"]:,.0f} | {row["p50_ms"]:.2f} | {row["p99_ms"]:.2f} | '
+                             f'{row["uwsgi_cpu_us_per_request"]:.0f} | {row["nginx_cpu_us_per_request"]:.0f} | '
+                             f'{row["errors"] + row["non_2xx"]:.0f} | {row["rps_x_unix"]:.2f} | '
+                             f'{ratio(row["uwsgi_cpu_x_unix"])} | {ratio(row["nginx_cpu_x_unix"])} |')
+    return lines
+
+
+def write_report(out, table, rss, scaling, edge, link, info, seconds, rounds):
     out.mkdir(parents=True, exist_ok=True)
     base_ceiling = {route: table.get(('ceiling', '/'), {}).get('rps') for route in ROUTES}
     base_ceiling['/api/admins'] = table.get(('ceiling-db', '/api/admins'), {}).get('rps')
@@ -378,6 +489,7 @@ def write_report(out, table, rss, scaling, edge, info, seconds, rounds):
                   '| connections | 2xx/s | p99 ms | 503 | 502 | other |', '|---:|---:|---:|---:|---:|---:|']
         lines += [f'| {c:,} | {row["goodput"]:,.0f} | {row["p99_ms"]:.1f} | {row["503"]:.0f} | {row["502"]:.0f} | '
                   f'{row["other"]:.0f} |' for c, row in overload.items()]
+    lines += link_lines(link)
     if scaling:
         lines += ['', '## Keyset pagination: `/api/admins?after=N/2`', '', '| rows | req/s | p50 ms | p99 ms |',
                   '|---:|---:|---:|---:|']
@@ -388,7 +500,7 @@ def write_report(out, table, rss, scaling, edge, info, seconds, rounds):
     (out / 'latest.md').write_text('\n'.join(lines))
     (out / 'latest.json').write_text(json.dumps(
         {'info': info, 'rss_kib': rss, 'scaling': {str(k): v for k, v in scaling.items()},
-         'edge': edge[0], 'overload': {str(k): v for k, v in edge[1].items()},
+         'edge': edge[0], 'overload': {str(k): v for k, v in edge[1].items()}, 'link': link,
          'medians': [{'peer': p, 'route': r, **v} for (p, r), v in table.items()]}, indent=1))
     chart(out / 'latest.png', table, edge[1])
 
@@ -437,12 +549,12 @@ def main(argv=None):
     bench = Bench(base, args.seconds, args.rounds, args.peers)
     started = time.monotonic()
     try:
-        runs, rss, scaling, edge = bench.run(deep=not args.smoke)
+        runs, rss, scaling, edge, link = bench.run(deep=not args.smoke)
     finally:
         bench.close()
         shutil.rmtree(base, ignore_errors=True)
     table = medians(runs)
-    write_report(args.out, table, rss, scaling, edge, versions(), args.seconds, args.rounds)
+    write_report(args.out, table, rss, scaling, edge, link, versions(), args.seconds, args.rounds)
     say(f'done in {time.monotonic() - started:.0f} s: {args.out / "latest.md"}')
     print((args.out / 'latest.md').read_text())
 

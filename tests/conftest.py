@@ -116,3 +116,23 @@ def stack():
     finally:
         running.down()
         shutil.rmtree(running.base, ignore_errors=True)
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason='network namespaces need root')
+
+
+@pytest.fixture(scope='session')
+def cluster():
+    """make cluster's hosts (an edge, three app hosts, a database host, each a network
+    namespace), shared by the cluster tests and scenarios, each of which puts back what it
+    breaks."""
+    if os.geteuid() != 0:
+        pytest.skip('network namespaces need root')
+    from wsgiapp.stack.cluster import Cluster
+    running = Cluster(new_base() / 'cluster', apps=3)
+    try:
+        running.up()
+        yield running
+    finally:
+        running.down()
+        shutil.rmtree(running.base.parent, ignore_errors=True)

@@ -5,6 +5,7 @@ import http.client
 import threading
 import time
 from collections import Counter
+from urllib.parse import urlsplit
 
 REPORT = []  # one row per scenario, printed as a table at the end
 
@@ -34,7 +35,8 @@ def pytest_terminal_summary(terminalreporter):
 
 def call(stack, method, path, body=None, headers=None, timeout=30):
     """(status, headers, body) over HTTPS, or ('error', ...) when the connection itself failed."""
-    connection = http.client.HTTPSConnection('127.0.0.1', stack.tls_port, timeout=timeout,
+    where = urlsplit(stack.url)  # a one-host stack on loopback, or a cluster's edge
+    connection = http.client.HTTPSConnection(where.hostname, where.port, timeout=timeout,
                                              context=stack.ssl_context())
     try:
         connection.request(method, path, body=body, headers=headers or {})

@@ -184,8 +184,8 @@ class Cluster:
 
     def stop_app(self, app):
         app.uwsgi.stop()
-        if self.network.netns(app.name) in self.network.hosts():
-            self.network.remove_host(self.network.netns(app.name))
+        if app.name in self.network.hosts():
+            self.network.remove_host(app.name)
 
     def save(self):
         primary = {'name': 'db1', 'netns': self.network.netns('db1'), 'address': self.db.address,

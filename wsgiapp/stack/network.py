@@ -99,7 +99,7 @@ class Network:
         if not self.namespaces:
             return
         netns, veth = self.netns(host), self.veth(host)
-        if netns not in self.hosts():
+        if host not in self.hosts():
             say(f'creating the host {host}: namespace {netns}, address {self.address(host)}')
             ip('netns', 'add', netns)
         if ip('link', 'show', veth, check=False).returncode != 0:
@@ -111,22 +111,25 @@ class Network:
         ip('-n', netns, 'link', 'set', 'eth0', 'up')
 
     def hosts(self):
-        """The namespaces of this cluster that exist now."""
+        """The hosts of this cluster whose namespace exists now."""
         prefix = f'wsgiapp-{self.ident}-'
-        return [line.split()[0] for line in ip('netns', 'list').stdout.splitlines()
+        return [line.split()[0][len(prefix):] for line in ip('netns', 'list').stdout.splitlines()
                 if line.startswith(prefix)]
 
-    def remove_host(self, netns):
-        """Kill whatever still runs in the namespace, then delete it (its veth pair goes with it)."""
+    def remove_host(self, host):
+        """Kill whatever still runs on the host, delete its veth pair (at once: the kernel
+        would only get to it some time after the namespace goes), then its namespace."""
+        netns = self.netns(host)
         for pid in ip('netns', 'pids', netns, check=False).stdout.split():
             subprocess.run(['kill', '-KILL', pid], check=False)
+        ip('link', 'del', self.veth(host), check=False)
         ip('netns', 'del', netns, check=False)
 
     def remove(self):
         if not self.namespaces:
             return
-        for netns in self.hosts():
-            self.remove_host(netns)
+        for host in self.hosts():
+            self.remove_host(host)
         if ip('link', 'show', self.bridge, check=False).returncode == 0:
             say(f'removing the bridge {self.bridge}')
             ip('link', 'del', self.bridge)
@@ -136,7 +139,7 @@ class Network:
         if not self.namespaces:
             return []
         links = [line.split(':')[1].strip().split('@')[0] for line in ip('-o', 'link').stdout.splitlines()]
-        return self.hosts() + [name for name in links
+        return [self.netns(host) for host in self.hosts()] + [name for name in links
                                if name == self.bridge or name.startswith(f'wa{self.ident}-')]
 
     # --- faults ----------------------------------------------------------------------------

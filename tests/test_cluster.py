@@ -1,0 +1,78 @@
+"""make cluster: separate hosts as network namespaces on the launcher's own bridge,
+topology.json, the edge spreading requests over the app hosts, and make cluster-stop
+leaving nothing behind. Real nginx, uwsgi and MariaDB; the link itself is tested in
+tests/faults/test_cluster_faults.py (the intruder)."""
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import needs_root, new_base
+from tests.faults.conftest import call
+from wsgiapp.stack.cluster import Cluster
+from wsgiapp.stack.process import process_alive
+
+pytestmark = pytest.mark.e2e
+
+
+def netns_of(pid):
+    return os.stat(f'/proc/{pid}/ns/net').st_ino
+
+
+def pid_of(pidfile):
+    return int(Path(pidfile).read_text().split()[0])
+
+
+@needs_root
+def test_topology_says_what_runs_where(cluster):
+    topology = json.loads(cluster.topology_file.read_text())
+    assert topology['edge']['url'] == cluster.url + '/'
+    assert [app['name'] for app in topology['app']] == ['app1', 'app2', 'app3']
+    subnet = topology['network']['subnet']
+    assert subnet.startswith('10.213.') and subnet.endswith('.0/24')
+    assert subprocess.run(['ip', 'link', 'show', topology['network']['bridge']]).returncode == 0
+    hosts = topology['app'] + [topology['db']['primary']]
+    assert topology['db']['replicas'] == []
+    assert len({host['address'] for host in hosts} | {topology['edge']['address']}) == 5
+    for host in hosts:
+        # Each server runs inside its own host's namespace, and nowhere else.
+        namespace = os.stat(f'/run/netns/{host["netns"]}').st_ino
+        assert netns_of(pid_of(host['pidfile'])) == namespace != netns_of(os.getpid())
+        assert host['address'].rsplit('.', 1)[0] == subnet.rsplit('.', 1)[0]
+    assert Path(topology['db']['primary']['socket']).is_socket()
+
+
+@needs_root
+def test_the_edge_spreads_requests_over_every_app_host(cluster):
+    ids = [call(cluster, 'GET', '/healthz')[1]['X-Request-ID'] for _ in range(12)]
+    served = {}
+    for line in cluster.edge.access_log.read_text().splitlines():
+        fields = dict(field.split('=', 1) for field in line.split() if '=' in field)
+        if fields.get('id') in ids:
+            served[fields['id']] = fields['upstream']
+    assert len(served) == 12
+    assert set(served.values()) == {f'{app.address}:{app.port}' for app in cluster.apps}
+
+
+@needs_root
+@pytest.mark.parametrize('namespaces', [True, False], ids=['namespaces', 'loopback'])
+def test_cluster_stop_leaves_nothing_behind(namespaces):
+    hosts = Cluster(new_base() / 'cluster', apps=2, namespaces=namespaces)
+    try:
+        hosts.up()
+        assert call(hosts, 'GET', '/api/admins')[0] == 200
+        pids = [server.pid() for server in (hosts.edge, hosts.db, *(app.uwsgi for app in hosts.apps))]
+        assert all(pids) and (hosts.network.leftovers() if namespaces else True)
+        if not namespaces:
+            assert hosts.network.subnet.network_address.is_loopback
+        hosts.down()
+        assert not any(process_alive(pid) for pid in pids)
+        assert hosts.network.leftovers() == []
+        assert not hosts.topology_file.exists() and not hosts.edge.run_dir.exists()
+        assert [path for path in hosts.base.rglob('*') if path.suffix in ('.pid', '.sock')] == []
+    finally:
+        hosts.down()
+        shutil.rmtree(hosts.base.parent, ignore_errors=True)
