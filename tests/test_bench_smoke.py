@@ -1,5 +1,6 @@
 """make bench in its smoke mode (one second per case, one round): every peer and route is
-served through nginx and uwsgi, answers only 2xx, and the report and chart are written.
+served through nginx and uwsgi, answers only 2xx, and the report and chart are written; so
+is wsgiapp over each link between nginx and uwsgi (a unix socket, mutual TLS, plain TCP).
 Speed itself is judged by `make bench`, as ratios in one run, never here."""
 import json
 import subprocess
@@ -7,7 +8,7 @@ import sys
 
 import pytest
 
-from bench.run import PEERS, ROUTES
+from bench.run import LINK_ROUTES, LINKS, PEERS, ROUTES
 from wsgiapp.stack.process import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -33,3 +34,12 @@ def test_bench_smoke(tmp_path):
     assert set(report['overload']) == {'32', '256', '1000'}
     assert all(row['502'] == 0 and row['other'] == 0 and row['2xx'] > 0
                for row in report['overload'].values()), report['overload']
+    # The link: each of unix, mtls and tcp carried both routes, every answer a 2xx.
+    assert set(LINKS) == {'unix', 'mtls', 'tcp'} and set(LINK_ROUTES) == {'/', '/api/admins'}
+    assert {(link, route) for link, routes in report['link'].items() for route in routes} == \
+        {(link, route) for link in LINKS for route in LINK_ROUTES}
+    for link, routes in report['link'].items():
+        for route, row in routes.items():
+            assert row['rps'] > 0 and row['errors'] == 0 and row['non_2xx'] == 0, (link, route, row)
+            assert row['uwsgi_cpu_us_per_request'] > 0, (link, route, row)
+    assert '## The link: nginx to uwsgi' in (tmp_path / 'latest.md').read_text()
