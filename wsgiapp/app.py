@@ -58,6 +58,8 @@ class Application:
 
     def __call__(self, environ, start_response):
         request = Request(environ)
+        if self.database.replicas:  # what the last request on this thread left: not ours
+            self.database.local.source = self.database.local.token = None
         try:
             if request.path is None:
                 raise BadRequest('the path is not valid UTF-8')
@@ -125,6 +127,10 @@ class Application:
             if response.content_type.startswith('text/html'):
                 headers.append(('Content-Security-Policy', CSP))
         headers.extend(response.headers)
+        source = self.database.replicas and getattr(self.database.local, 'source', None)
+        if source:
+            # Which server answered the read: nginx logs it and keeps it from clients.
+            headers.append(('X-Read-Source', source))
         start_response(STATUS_LINES[response.status], headers)
         return [] if request.method == 'HEAD' or not body else [body]
 

@@ -22,13 +22,18 @@ class Settings:
     max_body: int = 65536      # bytes
     cache_seconds: int = 1     # how long nginx (a shared cache) may answer a read without the app
     stale_if_error: int = 60   # how long past that it may answer while the database is away
+    replicas: tuple = ()       # connect() kwargs of each replica (DATABASE_REPLICA_URL)
+    replica_wait: float = 0.5  # how long a read with a token waits for its replica to catch up
+    replica_max_lag: float = 5.0  # how stale a read without a token may be
 
     def __repr__(self):  # never show the password or the token, e.g. in a traceback
         return (f'Settings(database={"set" if self.database else None}, '
                 f'api_token={"set" if self.api_token else None}, pool_size={self.pool_size}, '
                 f'pool_timeout={self.pool_timeout}, connect_timeout={self.connect_timeout}, '
                 f'read_timeout={self.read_timeout}, max_body={self.max_body}, '
-                f'cache_seconds={self.cache_seconds}, stale_if_error={self.stale_if_error})')
+                f'cache_seconds={self.cache_seconds}, stale_if_error={self.stale_if_error}, '
+                f'replicas={len(self.replicas)}, replica_wait={self.replica_wait}, '
+                f'replica_max_lag={self.replica_max_lag})')
 
 
 # The numbers: variable -> (Settings field, default, minimum, maximum, type).
@@ -40,6 +45,8 @@ NUMBERS = {
     'WSGIAPP_MAX_BODY': ('max_body', 65536, 1024, 64 * 1024 * 1024, int),
     'WSGIAPP_CACHE_SECONDS': ('cache_seconds', 1, 0, 3600, int),
     'WSGIAPP_STALE_IF_ERROR': ('stale_if_error', 60, 0, 86400, int),
+    'WSGIAPP_REPLICA_WAIT': ('replica_wait', 0.5, 0.0, 10.0, float),
+    'WSGIAPP_REPLICA_MAX_LAG': ('replica_max_lag', 5.0, 0.0, 3600.0, float),
 }
 
 DATABASE_URL_FORM = 'mysql://USER:PASSWORD@HOST[:PORT]/DBNAME or mysql://USER:PASSWORD@/DBNAME?unix_socket=PATH'
@@ -56,11 +63,12 @@ class _Malformed(Exception):
     """What is wrong with DATABASE_URL, in words that never quote it."""
 
 
-def parse_database_url(url):
+def parse_database_url(url, name='DATABASE_URL'):
     """mysql://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?unix_socket=PATH] -> connect() kwargs.
 
     User and password may hold any character, percent-encoded. Whatever the text, the only
-    exception is a ConfigError that names DATABASE_URL and the expected form, never the value.
+    exception is a ConfigError that names the variable (`name`) and the expected form, never
+    the value.
     """
     try:
         return _parse(url.strip())
@@ -68,7 +76,7 @@ def parse_database_url(url):
         # Where a password would be, however malformed the rest: up to the last '@'.
         userinfo = url.partition('://')[2].rpartition('@')[0]
         unencoded = RESERVED_IN_USERINFO & set(userinfo) or STRAY_PERCENT.search(userinfo)
-        raise ConfigError(f'DATABASE_URL {problem}; expected {DATABASE_URL_FORM}'
+        raise ConfigError(f'{name} {problem}; expected {DATABASE_URL_FORM}'
                           + (f'; {ENCODE_HINT}' if unencoded else '')) from None
 
 
@@ -165,6 +173,14 @@ def from_environ(environ=None):
     return Settings(
         database=database,
         database_problem=problem,
+        replicas=replica_urls(environ.get('DATABASE_REPLICA_URL', '')),
         api_token=environ.get('WSGIAPP_API_TOKEN') or None,
         **{field: number(environ, name) for name, (field, *_) in NUMBERS.items()},
     )
+
+
+def replica_urls(value):
+    """DATABASE_REPLICA_URL: one or more URLs of DATABASE_URL's form, comma-separated (a comma
+    in a password is percent-encoded, %2C). A malformed one is a ConfigError: uwsgi refuses
+    to start, rather than send every read to the primary unnoticed."""
+    return tuple(parse_database_url(url, 'DATABASE_REPLICA_URL') for url in value.split(',') if url.strip())

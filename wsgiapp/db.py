@@ -26,6 +26,8 @@ import queue
 import random
 import re
 import threading
+import time
+import weakref
 from contextlib import contextmanager, suppress
 from importlib.resources import files
 
@@ -75,9 +77,10 @@ def as_item(row):
     return {'id': admin_id, 'name': name, 'email': email, 'created_at': created_at}
 
 
-def connect_kwargs(settings, **overrides):
-    """Keyword arguments for MySQLdb.connect(): utf8mb4, UTC timestamps, autocommit."""
-    kwargs = dict(settings.database, charset='utf8mb4', autocommit=True,
+def connect_kwargs(settings, server=None, **overrides):
+    """Keyword arguments for MySQLdb.connect() to `server` (the primary by default): utf8mb4,
+    UTC timestamps, autocommit."""
+    kwargs = dict(settings.database if server is None else server, charset='utf8mb4', autocommit=True,
                   connect_timeout=settings.connect_timeout,
                   read_timeout=settings.read_timeout, write_timeout=settings.read_timeout,
                   init_command="SET time_zone = '+00:00', innodb_lock_wait_timeout = 5")
@@ -145,33 +148,35 @@ class Pool:
                 con.close()
 
 
-class Database:
-    def __init__(self, settings):
-        self.settings = settings
+class Source:
+    """One database server, and this process's pool of connections to it."""
+
+    def __init__(self, name, settings, server):
+        self.name, self.settings, self.server = name, settings, server
         self._lock = threading.Lock()
         self._pid = None
         self._pool = None
         self._abandoned = []  # pools inherited across fork(): kept alive, never closed
 
-    def _pool_here(self):
+    def pool(self):
         if self._pid != os.getpid():
             with self._lock:
                 if self._pid != os.getpid():
-                    if self.settings.database is None:
+                    if self.server is None:
                         raise Unavailable(self.settings.database_problem)
                     if self._pool is not None:
                         self._abandoned.append(self._pool)
-                    kwargs = connect_kwargs(self.settings)
+                    kwargs = connect_kwargs(self.settings, self.server)
                     self._pool = Pool(self.settings.pool_size, self.settings.pool_timeout,
                                       lambda: MySQLdb.connect(**kwargs))
                     self._pid = os.getpid()
         return self._pool
 
-    def _checkout(self, first_step):
+    def checkout(self, first_step):
         """(pool, connection, what first_step(connection) returned). When the step fails
         because the connection was dead, the idle ones go too and it runs once more on a
         fresh connection."""
-        pool = self._pool_here()
+        pool = self.pool()
         for fresh in (False, True):
             con = pool.acquire(fresh)
             try:
@@ -184,6 +189,38 @@ class Database:
             except BaseException:
                 pool.discard(con)
                 raise
+
+    def read(self, sql, args, token=None, wait=0.0):
+        """The rows of one query; with a token, only once this server has applied it
+        (MASTER_GTID_WAIT), else None: it did not catch up within `wait` seconds."""
+        def run(con):
+            cursor = con.cursor()
+            if token is not None:
+                cursor.execute('SELECT MASTER_GTID_WAIT(%s, %s)', (token, wait))
+                if cursor.fetchone()[0] != 0:  # -1: timed out; NULL: not a position it knows
+                    return None
+            cursor.execute(sql, args)
+            return cursor.fetchall()
+        pool, con, rows = self.checkout(run)
+        pool.release(con)
+        return rows
+
+
+class Database:
+    def __init__(self, settings):
+        self.settings = settings
+        self.primary = Source('primary', settings, settings.database)
+        self.replicas = [Source(f'replica{n}', settings, server) for n, server in enumerate(settings.replicas, 1)]
+        self.monitor = ReplicaMonitor(self.primary, self.replicas, settings.replica_max_lag) if self.replicas else None
+        # Per request, for app.py and views.py: where the last read came from, and the
+        # consistency token of the last write (both per thread: one request per thread).
+        self.local = threading.local()
+
+    def _checkout(self, first_step):
+        return self.primary.checkout(first_step)
+
+    def _pool_here(self):
+        return self.primary.pool()
 
     @contextmanager
     def connection(self):
@@ -204,6 +241,8 @@ class Database:
             cursor = con.cursor()
             yield cursor
             con.commit()
+            if self.replicas:
+                self.local.token = self._commit_position(cursor, con)
         except (MySQLdb.IntegrityError, KeyInProgress, KeyReused):  # refused; the connection is fine
             try:
                 con.rollback()
@@ -220,23 +259,59 @@ class Database:
             raise
         pool.release(con)
 
-    def _read(self, sql, args):
-        def run(con):
-            cursor = con.cursor()
-            cursor.execute(sql, args)
-            return cursor.fetchall()
-        pool, con, rows = self._checkout(run)
-        pool.release(con)
+    @staticmethod
+    def _commit_position(cursor, con):
+        """The consistency token of what just committed: @@last_gtid, this session's last
+        write, when this transaction wrote (it changed); else the primary's whole position
+        (a transaction that only read, such as an idempotent replay, still gets a token
+        that covers everything committed so far)."""
+        cursor.execute('SELECT @@last_gtid, @@gtid_binlog_pos')
+        last, everything = cursor.fetchone()
+        wrote = last != getattr(con, 'wsgiapp_last_gtid', '')
+        con.wsgiapp_last_gtid = last
+        return last if wrote and last else everything
+
+    def _read(self, sql, args, token=None):
+        """A GET's query. Without replicas, on the primary. With them (README: "Replicas"):
+        - with a consistency token (the client's last write): on a replica that has applied
+          it, waiting up to replica_wait; else on the primary, and a 503 if it is away, never
+          a stale answer. A token that is empty or malformed goes to the primary at once.
+        - without one: on a replica at most replica_max_lag behind; else on the primary; and
+          while the primary is away, on any replica that still applies what it has."""
+        if not self.replicas:
+            return self.primary.read(sql, args)
+        self.monitor.start()
+        if token is not None:
+            position = gtid_position(token)
+            candidates = self.monitor.applying() if position else []
+            for replica in candidates:
+                with suppress(Unavailable):
+                    rows = replica.read(sql, args, position, self.settings.replica_wait)
+                    if rows is not None:
+                        return self._from(replica, rows)
+            return self._from(self.primary, self.primary.read(sql, args))
+        fresh = self.monitor.fresh()
+        behind = [replica for replica in self.monitor.applying() if replica not in fresh]
+        problem = Unavailable('no database server answers')
+        for source in fresh + ([] if self.monitor.primary_down() else [self.primary]) + behind:
+            try:
+                return self._from(source, source.read(sql, args))
+            except Unavailable as error:
+                problem = error
+        raise problem
+
+    def _from(self, source, rows):
+        self.local.source = source.name
         return rows
 
     # The queries. Always parameterized.
 
-    def list_admins(self, after, limit):
+    def list_admins(self, after, limit, token=None):
         """Up to `limit` rows with id > after: a keyset page, an index range scan at any depth."""
-        return self._read(LIST_PAGE, (after, limit))
+        return self._read(LIST_PAGE, (after, limit), token)
 
-    def get_admin(self, admin_id):
-        rows = self._read(GET_ONE, (admin_id,))
+    def get_admin(self, admin_id, token=None):
+        rows = self._read(GET_ONE, (admin_id,), token)
         return rows[0] if rows else None
 
     @staticmethod
@@ -326,6 +401,120 @@ class Database:
                 con.close()
         except (MySQLdb.Error) as error:
             raise Unavailable(describe(error)) from error
+
+
+GTID = re.compile(r'(\d{1,10})-(\d{1,10})-(\d{1,20})')
+
+
+def gtid_position(token):
+    """A consistency token as a GTID position MASTER_GTID_WAIT can wait for (GTIDs D-S-N,
+    comma-separated, at most one per domain), or None. MASTER_GTID_WAIT('') returns at once,
+    as if the replica had caught up: an empty or malformed token must never reach it."""
+    gtids = [GTID.fullmatch(part.strip()) for part in token.split(',')] if len(token) <= 512 else [None]
+    if not gtids or not all(gtids):
+        return None
+    domains = [int(gtid[1]) for gtid in gtids]
+    if (len(set(domains)) != len(domains) or any(int(gtid[1]) >= 2**32 or int(gtid[2]) >= 2**32
+                                                 or int(gtid[3]) >= 2**64 for gtid in gtids)):
+        return None
+    return ','.join(gtid[0] for gtid in gtids)
+
+
+class ReplicaMonitor:
+    """Each replica's state, and whether the primary answers, checked once a second by a
+    thread of this process (started on its first read, so after uwsgi's fork), on
+    connections of its own: the requests only read what it found."""
+
+    PERIOD = 1.0
+
+    def __init__(self, primary, replicas, max_lag):
+        self.primary, self.replicas, self.max_lag = primary, replicas, max_lag
+        self.state = {}  # replica name -> (checked at, SQL thread running, seconds behind or None)
+        self.primary_failed_at = None
+        self._pid = None
+        self._lock = threading.Lock()
+
+    def start(self):
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._pid = os.getpid()
+                    self.state, self.primary_failed_at = {}, None
+                    self.check()  # once before the first read, then in the background
+                    threading.Thread(target=ReplicaMonitor._run, args=(weakref.ref(self), os.getpid()),
+                                     daemon=True, name='wsgiapp-replica-monitor').start()
+
+    @staticmethod
+    def _run(monitor_ref, pid):
+        """Until the monitor is gone (an Application that is thrown away, in tests)."""
+        connections = {}
+        while os.getpid() == pid:
+            time.sleep(ReplicaMonitor.PERIOD)
+            monitor = monitor_ref()
+            if monitor is None:
+                break
+            monitor.check(connections)
+            del monitor
+        for con in connections.values():
+            with suppress(Exception):
+                con.close()
+
+    def check(self, connections=None):
+        connections = {} if connections is None else connections
+        now = time.monotonic()
+        for replica in self.replicas:
+            try:
+                row = self._query(connections, replica, 'SHOW SLAVE STATUS')
+                if row is None:
+                    self.state[replica.name] = (now, False, None)
+                else:
+                    status = dict(zip(row[0], row[1]))
+                    self.state[replica.name] = (now, status['Slave_SQL_Running'] == 'Yes',
+                                                status['Seconds_Behind_Master'])
+            except MySQLdb.Error:
+                self.state[replica.name] = (now, False, None)
+        try:
+            self._query(connections, self.primary, 'SELECT 1')
+            self.primary_failed_at = None
+        except MySQLdb.Error:
+            self.primary_failed_at = self.primary_failed_at or now
+
+    def _query(self, connections, source, sql):
+        """(column names, first row) or None, on this thread's own connection to `source`."""
+        con = connections.get(source.name)
+        try:
+            if con is None:
+                con = connections[source.name] = MySQLdb.connect(**connect_kwargs(
+                    source.settings, source.server, connect_timeout=1, read_timeout=2, write_timeout=2))
+            cursor = con.cursor()
+            cursor.execute(sql)
+            row = cursor.fetchone()
+            return None if row is None else ([column[0] for column in cursor.description], row)
+        except MySQLdb.Error:
+            connections.pop(source.name, None)
+            with suppress(Exception):
+                con.close()
+            raise
+
+    def _recent(self, name):
+        checked_at, running, behind = self.state.get(name, (0, False, None))
+        return time.monotonic() - checked_at < 3 * self.PERIOD, running, behind
+
+    def applying(self):
+        """Replicas applying what they receive (their SQL thread runs): worth a wait."""
+        return [r for r in self.replicas if all(self._recent(r.name)[:2])]
+
+    def fresh(self):
+        """Replicas connected to the primary and at most max_lag seconds behind it."""
+        found = []
+        for replica in self.replicas:
+            recent, running, behind = self._recent(replica.name)
+            if recent and running and behind is not None and behind <= self.max_lag:
+                found.append(replica)
+        return found
+
+    def primary_down(self):
+        return self.primary_failed_at is not None
 
 
 def schema_statements():

@@ -121,8 +121,8 @@ def text(body, status=200, headers=()):
     return Response(body, status, 'text/plain; charset=utf-8', headers)
 
 
-def no_content():
-    return Response(b'', 204, None)
+def no_content(headers=()):
+    return Response(b'', 204, None, headers)
 
 
 class FailedTokens:
@@ -158,6 +158,19 @@ class FailedTokens:
 
 def _reject_constant(name):
     raise ValueError(f'{name} is not JSON')
+
+
+CONSISTENCY_COOKIE = 'wsgiapp_consistency'
+# How long a browser sends the token back: longer than any replica may lag behind
+# (WSGIAPP_REPLICA_MAX_LAG) plus nginx's cache, after which a read without it is fresh anyway.
+CONSISTENCY_SECONDS = 60
+
+
+def consistency_headers(token):
+    """A write's token, for an API client (the header) and a browser (the cookie)."""
+    return [('X-Consistency-Token', token),
+            ('Set-Cookie', f'{CONSISTENCY_COOKIE}={token}; Max-Age={CONSISTENCY_SECONDS}; Path=/; '
+                           'Secure; HttpOnly; SameSite=Lax')]
 
 
 class Request:
@@ -215,6 +228,19 @@ class Request:
         if not hmac.compare_digest(given.encode('latin-1', 'replace'), token.encode('utf-8')):
             failures.add(address)
             raise Unauthorized('the bearer token is not valid', error='invalid_token')
+
+    def consistency_token(self):
+        """The client's last write, as its consistency token: the X-Consistency-Token header,
+        else the wsgiapp_consistency cookie; None when it sent neither. Whatever it is, the
+        database layer weighs it (db.gtid_position): a bad one sends the read to the primary."""
+        given = self.environ.get('HTTP_X_CONSISTENCY_TOKEN')
+        if given is not None:
+            return given
+        for pair in self.environ.get('HTTP_COOKIE', '').split(';'):
+            name, equals, value = pair.strip().partition('=')
+            if equals and name == CONSISTENCY_COOKIE:
+                return value.strip().strip('"')
+        return None
 
     def idempotency_key(self):
         """The Idempotency-Key header (IETF draft): None when absent, else 1 to 255 printable

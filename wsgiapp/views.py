@@ -5,7 +5,17 @@ import json
 import unicodedata
 
 from wsgiapp import db, pages
-from wsgiapp.http import Conflict, FailedTokens, NotFound, UnprocessableEntity, html, json_response, no_content, text
+from wsgiapp.http import (
+    Conflict,
+    FailedTokens,
+    NotFound,
+    UnprocessableEntity,
+    consistency_headers,
+    html,
+    json_response,
+    no_content,
+    text,
+)
 from wsgiapp.openapi import OPENAPI
 from wsgiapp.version import VERSION
 
@@ -65,7 +75,8 @@ class Views:
     def _page(self, request):
         limit = request.int_param('limit', DEFAULT_LIMIT, 1, MAX_LIMIT)
         after = request.int_param('after', 0, 0, MAX_ID)
-        rows = self.db.list_admins(after, limit + 1)  # one more row tells whether a next page exists
+        # One more row tells whether a next page exists.
+        rows = self.db.list_admins(after, limit + 1, request.consistency_token())
         if len(rows) > limit:
             return rows[:limit], f'?after={rows[limit - 1][0]}&limit={limit}'
         return rows, None
@@ -87,7 +98,7 @@ class Views:
                               'next': next_query and '/api/admins' + next_query})
 
     def get_admin(self, request, admin_id):
-        row = self.db.get_admin(int(admin_id))
+        row = self.db.get_admin(int(admin_id), request.consistency_token())
         if row is None:
             raise NotFound(f'admin {admin_id} does not exist')
         return json_response(db.as_item(row))
@@ -100,7 +111,8 @@ class Views:
         try:
             if key is None:
                 row = self.db.create_admin(fields['name'], fields['email'])
-                return json_response(db.as_item(row), 201, [('Location', f'/api/admins/{row[0]}')])
+                return json_response(db.as_item(row), 201,
+                                     [('Location', f'/api/admins/{row[0]}'), *self._written()])
             # The same key and the same fields: the first answer again, and no second row.
             fingerprint = hashlib.sha256(json.dumps(fields, sort_keys=True).encode('utf-8')).digest()
             status, item, location, replayed = self.db.create_admin_once(
@@ -111,7 +123,7 @@ class Views:
             raise Conflict('a request with this Idempotency-Key is still being processed; retry shortly') from None
         except db.KeyReused:
             raise UnprocessableEntity('this Idempotency-Key was used with a different request body') from None
-        return json_response(item, status, [('Location', location)]
+        return json_response(item, status, [('Location', location), *self._written()]
                              + ([('Idempotent-Replayed', 'true')] if replayed else []))
 
     def update_admin(self, request, admin_id):
@@ -123,13 +135,18 @@ class Views:
             raise Conflict('an admin with this name already exists') from None
         if row is None:
             raise NotFound(f'admin {admin_id} does not exist')
-        return json_response(db.as_item(row))
+        return json_response(db.as_item(row), headers=self._written())
 
     def delete_admin(self, request, admin_id):
         request.require_bearer(self.settings.api_token, self.failed_tokens)
         if not self.db.delete_admin(int(admin_id)):
             raise NotFound(f'admin {admin_id} does not exist')
-        return no_content()
+        return no_content(self._written())
+
+    def _written(self):
+        """With replicas: the consistency token of the write just committed (README: "Replicas")."""
+        token = self.db.replicas and getattr(self.db.local, 'token', None)
+        return consistency_headers(token) if token else []
 
     def openapi_document(self, request):
         return json_response(self.openapi)

@@ -19,11 +19,16 @@ APP_USER = 'wsgiapp'
 APP_DATABASE = 'wsgiapp'
 
 
+# The launcher's accounts and database are each server's own, never replicated: a replica
+# has its own users, and a statement it replayed from the primary would collide with them.
+LOCAL_ONLY = 'SET SESSION sql_log_bin = 0'
+
+
 class MariaDB:
     """A mariadbd: unix socket only, or also TCP on `address:port` when a port is given."""
 
     def __init__(self, base, port=None, address='127.0.0.1', server_id=1, extra_args=(), wrap=(),
-                 client_host=None):
+                 client_host=None, app_grants=(f'SELECT, INSERT, UPDATE, DELETE ON {APP_DATABASE}.*',)):
         self.base = Path(base).resolve()
         self.datadir = self.base / 'mariadb'
         # Socket and pid file in a directory only we can enter.
@@ -40,6 +45,7 @@ class MariaDB:
         self.wrap = list(wrap)  # e.g. `ip netns exec db1`: where mariadbd runs
         # Where the application user may connect from over TCP (a MariaDB host pattern).
         self.client_host = client_host or ('127.0.0.1' if address.startswith('127.') else '%')
+        self.app_grants = app_grants  # a replica's user only reads, and may see its replication state
 
     # The administrator is the OS user who runs the server (MariaDB's unix_socket auth):
     # root when we are root, else our own login name.
@@ -143,13 +149,13 @@ class MariaDB:
         rows = self.sql(("SELECT user, host FROM mysql.user WHERE user = '' OR "
                          "(user IN ('root', 'mysql', %s) AND host <> 'localhost')", (self.admin_user,)))
         for user, host in rows:
-            self.sql(('DROP USER %s@%s', (user, host)))
+            self.sql(LOCAL_ONLY, ('DROP USER %s@%s', (user, host)))
 
     def _create_app_user(self):
-        statements = [f'CREATE DATABASE IF NOT EXISTS {APP_DATABASE} CHARACTER SET utf8mb4']
+        statements = [LOCAL_ONLY, f'CREATE DATABASE IF NOT EXISTS {APP_DATABASE} CHARACTER SET utf8mb4']
         for host in ('localhost', self.client_host):
-            statements += [('CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s', (APP_USER, host, self.password())),
-                           (f'GRANT SELECT, INSERT, UPDATE, DELETE ON {APP_DATABASE}.* TO %s@%s', (APP_USER, host))]
+            statements.append(('CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s', (APP_USER, host, self.password())))
+            statements += [(f'GRANT {grant} TO %s@%s', (APP_USER, host)) for grant in self.app_grants]
         self.sql(*statements)
 
     def stop(self):

@@ -1,0 +1,223 @@
+"""Reads on a MariaDB replica, writes on the primary, and every client reading its own
+writes: the app (through WebTest) over a real primary and a real replica following it by
+GTID, as `make cluster` runs them. Lag is made the way it happens: the replica's SQL thread
+held up by a lock, or stopped."""
+import re
+import threading
+import time
+
+import MySQLdb
+import pytest
+import webtest
+
+from wsgiapp import config, db
+from wsgiapp.app import Application
+from wsgiapp.stack.mariadb import MariaDB
+from wsgiapp.stack.process import free_port
+from wsgiapp.stack.replication import PRIMARY_ARGS, REPLICA_ARGS, REPLICA_GRANTS, allow_replicas, follow
+
+TOKEN = 's3cret-token'
+AUTH = {'Authorization': f'Bearer {TOKEN}'}
+
+
+@pytest.fixture(scope='module')
+def pair(tmp_path_factory):
+    base = tmp_path_factory.mktemp('replication')
+    primary = MariaDB(base / 'primary', port=free_port(), extra_args=PRIMARY_ARGS)
+    replica = MariaDB(base / 'replica', port=free_port(), server_id=2, extra_args=REPLICA_ARGS,
+                      app_grants=REPLICA_GRANTS)
+    try:
+        primary.start()
+        replica.start()
+        db.initdb(config.from_environ({'DATABASE_URL': primary.admin_url()}))
+        allow_replicas(primary, '127.0.0.1')
+        follow(primary, replica)
+        yield primary, replica
+    finally:
+        replica.stop()
+        primary.stop()
+
+
+def caught_up(primary, replica, seconds=10):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if replica.sql('SELECT @@gtid_slave_pos') == primary.sql('SELECT @@gtid_binlog_pos'):
+            return
+        time.sleep(0.02)
+    raise AssertionError('the replica did not catch up')
+
+
+class Held:
+    """The replica's SQL thread held up by a table lock on vc_admin: it runs, receives and
+    falls behind, as a replica busy with a long transaction does."""
+
+    def __init__(self, replica):
+        self.con = MySQLdb.connect(**replica.admin_kwargs(), database='wsgiapp')
+
+    def __enter__(self):
+        self.con.query('LOCK TABLES vc_admin READ')
+        return self
+
+    def __exit__(self, *exc):
+        self.con.query('UNLOCK TABLES')
+        self.con.close()
+
+
+@pytest.fixture
+def make(pair):
+    primary, replica = pair
+    primary.start()
+    replica.start()
+    replica.sql('START SLAVE')
+    caught_up(primary, replica)
+
+    def build(**environ):
+        settings = config.from_environ({'DATABASE_URL': primary.url(tcp=True), 'WSGIAPP_API_TOKEN': TOKEN,
+                                        'DATABASE_REPLICA_URL': replica.url(tcp=True), **environ})
+        return webtest.TestApp(Application(settings), lint=True)
+    return build
+
+
+def create(app, name):
+    response = app.post_json('/api/admins', {'name': name, 'email': f'{name}@x.test'}, headers=AUTH, status=201)
+    return response.json['id'], response.headers['X-Consistency-Token']
+
+
+def test_reads_go_to_the_replica_writes_to_the_primary_and_answer_with_their_gtid(make, pair):
+    primary, replica = pair
+    app = make()
+    assert app.get('/api/admins').headers['X-Read-Source'] == 'replica1'
+    response = app.post_json('/api/admins', {'name': 'gtid-1', 'email': 'g@x.test'}, headers=AUTH, status=201)
+    token = response.headers['X-Consistency-Token']
+    assert re.fullmatch(r'0-1-\d+', token) and token == primary.sql('SELECT @@gtid_binlog_pos')[0][0]
+    cookie = response.headers['Set-Cookie']
+    assert cookie.startswith(f'wsgiapp_consistency={token};')
+    assert all(part in cookie for part in ('HttpOnly', 'SameSite=Lax', 'Secure', 'Max-Age=60'))
+    # A PATCH and a DELETE answer with their own, later, token.
+    item = response.headers['Location']
+    patched = app.patch_json(item, {'email': 'h@x.test'}, headers=AUTH).headers['X-Consistency-Token']
+    deleted = app.delete(item, headers=AUTH, status=204).headers['X-Consistency-Token']
+    assert int(token.rsplit('-', 1)[1]) < int(patched.rsplit('-', 1)[1]) < int(deleted.rsplit('-', 1)[1])
+    # Nothing of this without replicas: no token, no source.
+    plain = webtest.TestApp(Application(config.from_environ(
+        {'DATABASE_URL': primary.url(tcp=True), 'WSGIAPP_API_TOKEN': TOKEN})), lint=True)
+    response = plain.post_json('/api/admins', {'name': 'gtid-2', 'email': 'g@x.test'}, headers=AUTH, status=201)
+    assert 'X-Consistency-Token' not in response.headers and 'Set-Cookie' not in response.headers
+    assert 'X-Read-Source' not in plain.get('/api/admins').headers
+
+
+def test_a_token_waits_for_the_replica_then_reads_the_write_there(make, pair):
+    primary, replica = pair
+    app = make()
+    app.get('/api/admins')  # the monitor has seen the replica applying
+    with Held(replica) as held:
+        admin_id, token = create(app, 'waited-for')
+        assert replica.sql(('SELECT COUNT(*) FROM vc_admin WHERE id = %s', (admin_id,)), database='wsgiapp')[0][0] == 0
+        threading.Timer(0.2, lambda: held.con.query('UNLOCK TABLES')).start()
+        started = time.monotonic()
+        response = app.get(f'/api/admins/{admin_id}', headers={'X-Consistency-Token': token})
+        waited = time.monotonic() - started
+    assert response.headers['X-Read-Source'] == 'replica1' and response.json['name'] == 'waited-for'
+    assert 0.15 < waited < 0.5
+
+
+@pytest.mark.parametrize('how', ['header', 'cookie'])
+def test_a_token_the_replica_has_not_reached_reads_from_the_primary(make, pair, how):
+    primary, replica = pair
+    app = make(WSGIAPP_REPLICA_WAIT='0.3')
+    app.get('/api/admins')
+    with Held(replica):
+        admin_id, token = create(app, f'behind-{how}')
+        if how == 'cookie':
+            app.set_cookie('wsgiapp_consistency', token)
+        headers = {'X-Consistency-Token': token} if how == 'header' else {}
+        started = time.monotonic()
+        response = app.get(f'/api/admins/{admin_id}', headers=headers)
+        assert time.monotonic() - started >= 0.3
+        assert response.headers['X-Read-Source'] == 'primary' and response.json['name'] == f'behind-{how}'
+        listing = app.get(f'/api/admins?after={admin_id - 1}', headers=headers)
+        assert listing.headers['X-Read-Source'] == 'primary' and listing.json['items'][0]['id'] == admin_id
+
+
+@pytest.mark.parametrize('token', ['', ' ', 'garbage', '0-1', '0-1-x', "0-1-1' OR 1=1 --", '0-1-1,0-1-2',
+                                   '0-1-99999999999999999999', '1' * 600, '77-1-1'])
+def test_an_empty_or_malformed_token_never_reads_a_stale_replica(make, pair, token):
+    primary, replica = pair
+    app = make(WSGIAPP_REPLICA_WAIT='0.2')
+    app.get('/api/admins')
+    with Held(replica) as held:
+        admin_id, _ = create(app, f'bad-token-{len(token)}-{abs(hash(token)) % 1000}')
+        if token == '':
+            # The trap: MASTER_GTID_WAIT('') returns 0 at once, "caught up", on a replica
+            # that does not have the row. An empty token must never reach it.
+            cursor = held.con.cursor()
+            cursor.execute("SELECT MASTER_GTID_WAIT('', 0.5)")
+            assert cursor.fetchone()[0] == 0
+            assert replica.sql(('SELECT COUNT(*) FROM vc_admin WHERE id = %s', (admin_id,)),
+                               database='wsgiapp')[0][0] == 0
+        response = app.get(f'/api/admins/{admin_id}', headers={'X-Consistency-Token': token})
+    assert response.status_int == 200 and response.headers['X-Read-Source'] == 'primary'
+
+
+def test_reads_without_a_token_leave_a_replica_further_behind_than_the_bound(make, pair):
+    primary, replica = pair
+    app = make(WSGIAPP_REPLICA_MAX_LAG='1')
+    assert app.get('/api/admins').headers['X-Read-Source'] == 'replica1'
+    with Held(replica):
+        admin_id, _ = create(app, 'lagging')
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            response = app.get(f'/api/admins/{admin_id}', status='*')
+            if response.headers['X-Read-Source'] == 'primary':
+                break
+            assert response.status_int == 404  # the replica, within its bound: stale, allowed
+            time.sleep(0.1)
+        # Seconds_Behind_Master passes 1 s, the monitor sees it within a second: the primary.
+        assert response.headers['X-Read-Source'] == 'primary' and response.status_int == 200
+    caught_up(primary, replica)
+    deadline = time.monotonic() + 4
+    while app.get('/api/admins').headers['X-Read-Source'] != 'replica1':
+        assert time.monotonic() < deadline, 'reads never came back to the replica'
+        time.sleep(0.1)
+
+
+def test_a_replica_down_sends_reads_to_the_primary_and_back(make, pair):
+    primary, replica = pair
+    app = make()
+    assert app.get('/api/admins').headers['X-Read-Source'] == 'replica1'
+    replica.stop()
+    sources = [app.get('/api/admins').headers['X-Read-Source'] for _ in range(20)]
+    assert set(sources) == {'primary'}
+    replica.start()
+    caught_up(primary, replica)
+    deadline = time.monotonic() + 5
+    while app.get('/api/admins').headers['X-Read-Source'] != 'replica1':
+        assert time.monotonic() < deadline, 'reads never came back to the replica'
+        time.sleep(0.1)
+
+
+def test_the_primary_down_reads_go_on_from_the_replica_writes_wait_for_it(make, pair):
+    primary, replica = pair
+    app = make()
+    app.get('/api/admins')
+    admin_id, token = create(app, 'before-the-outage')
+    caught_up(primary, replica)
+    replica.sql('STOP SLAVE IO_THREAD')  # what the primary commits next never reaches it
+    _, newer = create(app, 'not-on-the-replica')
+    primary.stop()
+    replica.sql('START SLAVE IO_THREAD')
+    try:
+        time.sleep(1.2)  # the monitor has seen the primary go
+        for _ in range(10):
+            response = app.get(f'/api/admins/{admin_id}')
+            assert response.headers['X-Read-Source'] == 'replica1'
+        # A token the replica has reached is read there; a newer one is a 503, never stale.
+        assert app.get(f'/api/admins/{admin_id}', headers={'X-Consistency-Token': token}).status_int == 200
+        refused = app.get('/api/admins', headers={'X-Consistency-Token': newer}, status=503, expect_errors=True)
+        assert refused.headers['Retry-After']
+        write = app.post_json('/api/admins', {'name': 'during', 'email': 'd@x.test'}, headers=AUTH, status=503,
+                              expect_errors=True)
+        assert write.headers['Retry-After']
+    finally:
+        primary.start()
+    create(app, 'after-the-outage')  # the same app, no restart

@@ -1,0 +1,61 @@
+"""MariaDB replication for the cluster: a primary with its binary log, and replicas that
+follow it by GTID (`CHANGE MASTER TO ... MASTER_USE_GTID=slave_pos`), each seeded from the
+primary with mariadb-dump, MariaDB's own tool, at a consistent GTID position."""
+import subprocess
+
+from wsgiapp.stack.mariadb import APP_DATABASE, LOCAL_ONLY
+from wsgiapp.stack.process import binary, say, secret_file
+
+REPLICATION_USER = 'replication'
+# Both roles keep a binary log with every change they apply (log_slave_updates), so a replica
+# can be promoted; GTID strict mode refuses a transaction out of order rather than diverge.
+# Every commit is on disk, in the table space and in the binary log, before it is
+# acknowledged (innodb_flush_log_at_trx_commit=1 is in MariaDB.command()).
+COMMON = ['--log-bin=mariadb-bin', '--binlog-format=ROW', '--sync-binlog=1', '--log-slave-updates',
+          '--gtid-strict-mode=1',
+          # A replica notices a vanished primary within 4 s (heartbeats every 2 s), and tries
+          # to reconnect every second (MASTER_CONNECT_RETRY below).
+          '--slave-net-timeout=4']
+PRIMARY_ARGS = COMMON
+REPLICA_ARGS = [*COMMON, '--read-only=1', '--relay-log=relay-bin']
+# A replica's application user reads, and may see how far behind it is (SHOW SLAVE STATUS).
+REPLICA_GRANTS = (f'SELECT ON {APP_DATABASE}.*', 'SLAVE MONITOR ON *.*')
+
+
+def replication_password(primary):
+    return secret_file(primary.base / 'replication-password')
+
+
+def allow_replicas(primary, client_host):
+    """The user replicas connect as, on the primary only: REPLICATION SLAVE and nothing else."""
+    primary.sql(LOCAL_ONLY,
+                ('CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s',
+                 (REPLICATION_USER, client_host, replication_password(primary))),
+                ('GRANT REPLICATION SLAVE ON *.* TO %s@%s', (REPLICATION_USER, client_host)))
+
+
+def follow(primary, replica):
+    """Make `replica` follow `primary`: once, a copy of the application's database at a GTID
+    position (mariadb-dump --single-transaction --gtid --master-data), then replication from
+    that position on. Idempotent: a replica that already follows is only started."""
+    if replica.sql('SHOW SLAVE STATUS'):
+        replica.sql('START SLAVE')
+        return
+    say(f'seeding the replica {replica.address} from the primary {primary.address} (mariadb-dump)')
+    dump = subprocess.Popen(
+        [binary('mariadb-dump'), f'--socket={primary.socket}', f'--user={primary.admin_user}',
+         '--single-transaction', '--gtid', '--master-data=1', '--databases', APP_DATABASE],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # The copy is the replica's own starting point, not a change of its own: no binary log.
+    load = subprocess.run(
+        [binary('mariadb'), f'--socket={replica.socket}', f'--user={replica.admin_user}',
+         f'--init-command={LOCAL_ONLY}'],
+        stdin=dump.stdout, capture_output=True, text=True)
+    dump.stdout.close()
+    dumped = dump.wait()
+    if dumped != 0 or load.returncode != 0:
+        raise RuntimeError(f'seeding the replica failed: {dump.stderr.read().decode()}{load.stderr}')
+    replica.sql(('CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %s, MASTER_USER = %s, '
+                 'MASTER_PASSWORD = %s, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1',
+                 (primary.address, primary.port, REPLICATION_USER, replication_password(primary))),
+                'START SLAVE')
