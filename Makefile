@@ -90,11 +90,12 @@ env:
 sql:
 	@$(STACK) sql $(VAR)
 
-# More than one host (README: "More than one machine"): an edge nginx, APP_NODES app hosts
-# and a database host, each a network namespace on a private bridge (as root) or a
+# More than one host (README: "More than one machine"): an edge nginx, APP_NODES app hosts,
+# a database primary and DB_REPLICAS replicas, each a network namespace on a private bridge (as root) or a
 # loopback address (otherwise). State in $(VAR)/cluster; what runs where: topology.json.
 APP_NODES ?= 3
-CLUSTER = $(STACK) $(addprefix cluster-,$(1)) $(VAR)/cluster --apps $(APP_NODES)
+DB_REPLICAS ?= 1
+CLUSTER = $(STACK) $(addprefix cluster-,$(1)) $(VAR)/cluster --apps $(APP_NODES) --replicas $(DB_REPLICAS)
 cluster: venv
 	@$(call CLUSTER,up)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import needs_root, new_base
-from tests.faults.conftest import call
+from tests.faults.conftest import call, served_by
 from wsgiapp.stack.cluster import Cluster
 from wsgiapp.stack.process import process_alive
 
@@ -34,27 +34,27 @@ def test_topology_says_what_runs_where(cluster):
     subnet = topology['network']['subnet']
     assert subnet.startswith('10.213.') and subnet.endswith('.0/24')
     assert subprocess.run(['ip', 'link', 'show', topology['network']['bridge']]).returncode == 0
-    hosts = topology['app'] + [topology['db']['primary']]
-    assert topology['db']['replicas'] == []
-    assert len({host['address'] for host in hosts} | {topology['edge']['address']}) == 5
+    hosts = topology['app'] + [topology['db']['primary']] + topology['db']['replicas']
+    assert [replica['name'] for replica in topology['db']['replicas']] == ['db2']
+    assert len({host['address'] for host in hosts} | {topology['edge']['address']}) == 6
     for host in hosts:
         # Each server runs inside its own host's namespace, and nowhere else.
         namespace = os.stat(f'/run/netns/{host["netns"]}').st_ino
         assert netns_of(pid_of(host['pidfile'])) == namespace != netns_of(os.getpid())
         assert host['address'].rsplit('.', 1)[0] == subnet.rsplit('.', 1)[0]
-    assert Path(topology['db']['primary']['socket']).is_socket()
+    assert all(Path(server['socket']).is_socket() for server in hosts[3:])
+    # The replica follows the primary by GTID, and is read-only.
+    replica = cluster.replicas[0]
+    status = replica.sql('SHOW SLAVE STATUS')[0]
+    assert 'Yes' in status and replica.sql('SELECT @@read_only, @@gtid_slave_pos <> ""')[0] == (1, 1)
 
 
 @needs_root
 def test_the_edge_spreads_requests_over_every_app_host(cluster):
     ids = [call(cluster, 'GET', '/healthz')[1]['X-Request-ID'] for _ in range(12)]
-    served = {}
-    for line in cluster.edge.access_log.read_text().splitlines():
-        fields = dict(field.split('=', 1) for field in line.split() if '=' in field)
-        if fields.get('id') in ids:
-            served[fields['id']] = fields['upstream']
+    served = served_by(cluster, ids)
     assert len(served) == 12
-    assert set(served.values()) == {f'{app.address}:{app.port}' for app in cluster.apps}
+    assert {host for host, _, _ in served.values()} == {app.address for app in cluster.apps}
 
 
 @needs_root
@@ -64,7 +64,7 @@ def test_cluster_stop_leaves_nothing_behind(namespaces):
     try:
         hosts.up()
         assert call(hosts, 'GET', '/api/admins')[0] == 200
-        pids = [server.pid() for server in (hosts.edge, hosts.db, *(app.uwsgi for app in hosts.apps))]
+        pids = [server.pid() for server in (hosts.edge, hosts.db, *hosts.replicas, *(app.uwsgi for app in hosts.apps))]
         assert all(pids) and (hosts.network.leftovers() if namespaces else True)
         if not namespaces:
             assert hosts.network.subnet.network_address.is_loopback

@@ -82,3 +82,18 @@ class Load:
     def statuses(self, since=0.0, until=float('inf')):
         return [a[1] for a in self.answers if since <= a[0] < until]
 
+
+def served_by(cluster, request_ids, seconds=2):
+    """request id -> (app host address, version, database read source) from the edge's
+    access log, which nginx writes just after the answer: waits a moment for the last lines."""
+    wanted, found = set(request_ids) - {None}, {}
+    deadline = time.monotonic() + seconds
+    while True:
+        for line in cluster.edge.access_log.read_text().splitlines():
+            fields = dict(field.split('=', 1) for field in line.split() if '=' in field)
+            if fields.get('id') in wanted:
+                found[fields['id']] = (fields['upstream'].split(', ')[-1].rsplit(':', 1)[0], fields['version'],
+                                       fields.get('read'))
+        if wanted <= set(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)

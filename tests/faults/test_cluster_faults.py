@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.faults.conftest import Load, call, report
+from tests.faults.conftest import Load, call, report, served_by
 from tests.faults.intruder import ask, client_context, request
 from wsgiapp.stack.cluster import release
 from wsgiapp.stack.process import ROOT
@@ -44,16 +44,6 @@ def reads(cluster):
     """request(n) for Load: reads that reach an app host."""
     headers = bearer(cluster)
     return lambda n: ('GET', READS[hash(n) % len(READS)], None, headers)
-
-
-def served_by(cluster, request_ids):
-    """request id -> (app host address, version) from the edge's access log."""
-    wanted, found = set(request_ids), {}
-    for line in cluster.edge.access_log.read_text().splitlines():
-        fields = dict(field.split('=', 1) for field in line.split() if '=' in field)
-        if fields.get('id') in wanted:
-            found[fields['id']] = (fields['upstream'].split(', ')[-1].rsplit(':', 1)[0], fields['version'])
-    return found
 
 
 def kill(app):
@@ -169,7 +159,7 @@ def test_b_an_app_host_partitioned(cluster):
         while time.monotonic() < deadline and back is None:
             time.sleep(0.5)
             recent = [a for a in list(load.answers) if a[0] >= healed]
-            by = served_by(cluster, [a[3].get('X-Request-ID') for a in recent])
+            by = served_by(cluster, [a[3].get('X-Request-ID') for a in recent], seconds=0)
             back = min((a[0] for a in recent if by.get(a[3].get('X-Request-ID'), ('',))[0] == app.address),
                        default=None)
     during = sorted(a[2] for a in load.answers if cut <= a[0] < healed)
@@ -206,7 +196,7 @@ def test_c_a_rolling_deploy_under_load(cluster, tmp_path):
         writer.join()
     after = [call(cluster, 'GET', '/healthz')[1]['X-Request-ID'] for _ in range(15)]
     versions = {}
-    for host, version in served_by(cluster, after).values():
+    for host, version, _ in served_by(cluster, after).values():
         versions.setdefault(host, set()).add(version)
     statuses = load.statuses() + writer.statuses
     report(f'c. make cluster-deploy under load ({took:.1f} s): {sorted(old)} -> {new}', statuses,

@@ -14,6 +14,7 @@ def main(argv=None):
     parser.add_argument('--port', type=int, default=8080, help='HTTP, which redirects to HTTPS')
     parser.add_argument('--tls-port', type=int, default=8443, help='HTTPS')
     parser.add_argument('--apps', type=int, default=3, help='cluster: how many app hosts')
+    parser.add_argument('--replicas', type=int, default=1, help='cluster: how many database replicas')
     parser.add_argument('--loopback', action='store_true',
                         help='cluster: hosts on loopback addresses, not network namespaces (the default without root)')
     parser.add_argument('--source', type=Path, help='cluster-deploy: the checkout to deploy (default: this one)')
@@ -57,7 +58,7 @@ def cluster(args):
     """The cluster's actions (cluster.py); VAR is its directory, var/cluster for make."""
     from wsgiapp import db
     from wsgiapp.stack.cluster import Cluster
-    hosts = Cluster(args.var, apps=args.apps, namespaces=False if args.loopback else None)
+    hosts = Cluster(args.var, apps=args.apps, namespaces=False if args.loopback else None, replicas=args.replicas)
     try:
         if args.action == 'cluster-up':
             hosts.up()

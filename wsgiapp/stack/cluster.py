@@ -18,6 +18,7 @@ from wsgiapp.stack.mariadb import MariaDB
 from wsgiapp.stack.network import Network
 from wsgiapp.stack.nginx import Nginx
 from wsgiapp.stack.process import ROOT, say, secret_file, tail
+from wsgiapp.stack.replication import PRIMARY_ARGS, REPLICA_ARGS, REPLICA_GRANTS, allow_replicas, follow
 from wsgiapp.stack.single import make_run_dir, remove_run_dir, run_dir_for
 from wsgiapp.stack.tls import Authority
 from wsgiapp.stack.uwsgi import Uwsgi
@@ -86,7 +87,7 @@ class AppHost:
 
 
 class Cluster:
-    def __init__(self, base, apps=3, namespaces=None):
+    def __init__(self, base, apps=3, namespaces=None, replicas=1):
         self.base = Path(base).resolve()
         self.topology_file = self.base / 'topology.json'
         saved = self.topology()
@@ -99,10 +100,12 @@ class Cluster:
         self.apps = [AppHost(self, f'app{n}') for n in range(1, apps + 1)]
         # Hosts a larger cluster had: stopped and removed by up().
         self.retired = [AppHost(self, app['name']) for app in (saved or {}).get('app', [])[apps:]]
-        db_address = self.network.address('db1')
-        client_host = str(self.network.subnet).replace('.0/24', '.%') if namespaces else None
-        self.db = MariaDB(self.base / 'db1', port=ports['db'], address=db_address,
-                          wrap=self.network.wrap('db1'), client_host=client_host)
+        # The database hosts: db1 the primary, db2... its replicas (replication.py).
+        self.client_host = str(self.network.subnet).replace('.0/24', '.%') if namespaces else '127.0.0.1'
+        self.db = self.database_host('db1', PRIMARY_ARGS)
+        self.replicas = [self.database_host(f'db{n}', REPLICA_ARGS, REPLICA_GRANTS) for n in range(2, replicas + 2)]
+        self.retired_replicas = [self.database_host(host['name'], REPLICA_ARGS, REPLICA_GRANTS)
+                                 for host in ((saved or {}).get('db') or {}).get('replicas', [])[replicas:]]
         self.web = Authority(self.base / 'tls', 'wsgiapp cluster web CA')
         self.link = Authority(self.base / 'link-ca', 'wsgiapp link CA')
         self.ca = self.web.cert
@@ -118,6 +121,11 @@ class Cluster:
         self.tls_port = ports['https']
         self._context = None
 
+    def database_host(self, name, args, grants=MariaDB.APP_GRANTS):
+        return MariaDB(self.base / name, port=PORTS[self.network.namespaces]['db'], address=self.network.address(name),
+                       server_id=int(name[2:]), extra_args=args, wrap=self.network.wrap(name),
+                       client_host=self.client_host, app_grants=grants)
+
     # --- what the hosts share ---------------------------------------------------------------
     def topology(self):
         try:
@@ -130,7 +138,8 @@ class Cluster:
 
     def app_environ(self):
         """What each app host's EnvironmentFile= holds: the database over TCP, the API token."""
-        return {'DATABASE_URL': self.db.url(tcp=True), 'WSGIAPP_API_TOKEN': self.token()}
+        return {'DATABASE_URL': self.db.url(tcp=True), 'WSGIAPP_API_TOKEN': self.token(),
+                'DATABASE_REPLICA_URL': ','.join(replica.url(tcp=True) for replica in self.replicas)}
 
     def ssl_context(self):
         if self._context is None:
@@ -158,12 +167,21 @@ class Cluster:
     def up(self):
         self.base.mkdir(parents=True, exist_ok=True)
         self.network.create()
-        for host in ['db1', 'edge', *(app.name for app in self.apps)]:
+        databases = [self.db, *self.replicas]
+        for host in [*(Path(server.base).name for server in databases), 'edge', *(app.name for app in self.apps)]:
             self.network.add_host(host)
-        self.db.start()
+        for server in databases:
+            server.start()
         from wsgiapp import config, db
         new = not self.db.sql("SHOW TABLES FROM wsgiapp LIKE 'vc_admin'")
         db.initdb(config.from_environ({'DATABASE_URL': self.db.admin_url()}), sample=new)
+        allow_replicas(self.db, self.client_host)
+        for replica in self.replicas:
+            follow(self.db, replica)
+        for replica in self.retired_replicas:
+            replica.stop()
+            if replica.base.name in self.network.hosts():
+                self.network.remove_host(replica.base.name)
         code = release(self.base)
         for app in self.apps:
             if not app.uwsgi.pid():
@@ -187,13 +205,17 @@ class Cluster:
         if app.name in self.network.hosts():
             self.network.remove_host(app.name)
 
+    def describe_database(self, server):
+        name = server.base.name
+        return {'name': name, 'netns': self.network.netns(name), 'address': server.address,
+                'port': server.port, 'socket': str(server.socket), 'pidfile': str(server.pidfile)}
+
     def save(self):
-        primary = {'name': 'db1', 'netns': self.network.netns('db1'), 'address': self.db.address,
-                   'port': self.db.port, 'socket': str(self.db.socket), 'pidfile': str(self.db.pidfile)}
         topology = {'edge': {'name': 'edge', 'netns': self.network.netns('edge'), 'address': self.edge_address,
                              'url': self.url + '/', 'ca': str(self.ca), 'pidfile': str(self.edge.pidfile)},
                     'app': [app.describe() for app in self.apps],
-                    'db': {'primary': primary, 'replicas': []},
+                    'db': {'primary': self.describe_database(self.db),
+                           'replicas': [self.describe_database(replica) for replica in self.replicas]},
                     'network': self.network.describe(),
                     'api_token_file': str(self.base / 'api-token')}
         self.topology_file.write_text(json.dumps(topology, indent=2) + '\n')
@@ -221,7 +243,8 @@ class Cluster:
         self.edge.stop()
         for app in self.apps + self.retired:
             app.uwsgi.stop()
-        self.db.stop()
+        for server in [*self.replicas, *self.retired_replicas, self.db]:
+            server.stop()
         self.network.remove()
         remove_run_dir(self.edge.run_dir)
         self.topology_file.unlink(missing_ok=True)
@@ -231,7 +254,9 @@ class Cluster:
         rows = [('edge', 'nginx', self.edge.pid(), self.edge_address),
                 *((app.name, 'uwsgi', app.uwsgi.pid(), f'{app.address}:{app.port} release {app.version()}')
                   for app in self.apps),
-                ('db1', 'MariaDB', self.db.pid(), f'{self.db.address}:{self.db.port}')]
+                *((server.base.name, 'MariaDB', server.pid(),
+                   f'{server.address}:{server.port} {"replica" if server in self.replicas else "primary"}')
+                  for server in [self.db, *self.replicas])]
         for host, server, pid, where in rows:
             print(f'{host:6} {server:8} {"up, pid %d" % pid if pid else "down":16} {where}')
             up = up and bool(pid)

@@ -27,8 +27,10 @@ LOCAL_ONLY = 'SET SESSION sql_log_bin = 0'
 class MariaDB:
     """A mariadbd: unix socket only, or also TCP on `address:port` when a port is given."""
 
+    APP_GRANTS = (f'SELECT, INSERT, UPDATE, DELETE ON {APP_DATABASE}.*',)
+
     def __init__(self, base, port=None, address='127.0.0.1', server_id=1, extra_args=(), wrap=(),
-                 client_host=None, app_grants=(f'SELECT, INSERT, UPDATE, DELETE ON {APP_DATABASE}.*',)):
+                 client_host=None, app_grants=APP_GRANTS):
         self.base = Path(base).resolve()
         self.datadir = self.base / 'mariadb'
         # Socket and pid file in a directory only we can enter.
