@@ -21,6 +21,7 @@ Why not DBUtils: see the README ("The pool"): its checkout and cursor wrappers c
 CPU per request than everything else in the app, measured in `make bench`.
 """
 import json
+import math
 import os
 import queue
 import random
@@ -151,8 +152,12 @@ class Pool:
 class Source:
     """One database server, and this process's pool of connections to it."""
 
-    def __init__(self, name, settings, server):
+    def __init__(self, name, settings, server, retry_lost=True, **timeouts):
         self.name, self.settings, self.server = name, settings, server
+        self.timeouts = timeouts  # connect() overrides: a replica's reads give up sooner
+        # Whether a statement that lost its connection runs once more on a fresh one: not on
+        # a replica, where the primary is the better second try.
+        self.attempts = (False, True) if retry_lost else (False,)
         self._lock = threading.Lock()
         self._pid = None
         self._pool = None
@@ -166,7 +171,7 @@ class Source:
                         raise Unavailable(self.settings.database_problem)
                     if self._pool is not None:
                         self._abandoned.append(self._pool)
-                    kwargs = connect_kwargs(self.settings, self.server)
+                    kwargs = connect_kwargs(self.settings, self.server, **self.timeouts)
                     self._pool = Pool(self.settings.pool_size, self.settings.pool_timeout,
                                       lambda: MySQLdb.connect(**kwargs))
                     self._pid = os.getpid()
@@ -177,15 +182,16 @@ class Source:
         because the connection was dead, the idle ones go too and it runs once more on a
         fresh connection."""
         pool = self.pool()
-        for fresh in (False, True):
+        for fresh in self.attempts:
             con = pool.acquire(fresh)
             try:
                 return pool, con, first_step(con)
             except UNAVAILABLE as error:
                 pool.discard(con)
-                if fresh or not connection_lost(error):
+                if connection_lost(error):
+                    pool.drop_idle()
+                if fresh or not connection_lost(error) or len(self.attempts) == 1:
                     raise Unavailable(describe(error)) from error
-                pool.drop_idle()
             except BaseException:
                 pool.discard(con)
                 raise
@@ -210,7 +216,12 @@ class Database:
     def __init__(self, settings):
         self.settings = settings
         self.primary = Source('primary', settings, settings.database)
-        self.replicas = [Source(f'replica{n}', settings, server) for n, server in enumerate(settings.replicas, 1)]
+        # A replica that does not answer within the time to connect and to wait for a token
+        # is left for the primary, which has every row: a partitioned replica costs that
+        # much, once (the monitor is told), instead of the primary's 10 s read timeout.
+        patience = settings.connect_timeout + math.ceil(settings.replica_wait)
+        self.replicas = [Source(f'replica{n}', settings, server, retry_lost=False, read_timeout=patience,
+                                write_timeout=patience) for n, server in enumerate(settings.replicas, 1)]
         self.monitor = ReplicaMonitor(self.primary, self.replicas, settings.replica_max_lag) if self.replicas else None
         # Per request, for app.py and views.py: where the last read came from, and the
         # consistency token of the last write (both per thread: one request per thread).
@@ -285,10 +296,13 @@ class Database:
             position = gtid_position(token)
             candidates = self.monitor.applying() if position else []
             for replica in candidates:
-                with suppress(Unavailable):
+                try:
                     rows = replica.read(sql, args, position, self.settings.replica_wait)
-                    if rows is not None:
-                        return self._from(replica, rows)
+                except Unavailable:
+                    self.monitor.failed(replica)
+                    continue
+                if rows is not None:
+                    return self._from(replica, rows)
             return self._from(self.primary, self.primary.read(sql, args))
         fresh = self.monitor.fresh()
         behind = [replica for replica in self.monitor.applying() if replica not in fresh]
@@ -298,6 +312,8 @@ class Database:
                 return self._from(source, source.read(sql, args))
             except Unavailable as error:
                 problem = error
+                if source is not self.primary:
+                    self.monitor.failed(source)
         raise problem
 
     def _from(self, source, rows):
@@ -495,6 +511,10 @@ class ReplicaMonitor:
             with suppress(Exception):
                 con.close()
             raise
+
+    def failed(self, replica):
+        """A request could not read from it: no more reads until the next check finds it well."""
+        self.state[replica.name] = (time.monotonic(), False, None)
 
     def _recent(self, name):
         checked_at, running, behind = self.state.get(name, (0, False, None))
