@@ -53,6 +53,25 @@ _ADMIN = {'description': 'The admin.', 'content': {'application/json': {'schema'
 _ID = {'name': 'id', 'in': 'path', 'required': True,
        'schema': {'type': 'integer', 'minimum': 0, 'maximum': 9999999999}}
 _WRITE_ERRORS = (400, 401, 403, 413, 415, 422, 429, 503, 500)
+# Read your writes, with replicas (README: "Replicas"): a write answers with a token, a read
+# sends it back (header or cookie) and sees that write.
+_TOKEN_DOC = ('The consistency token of this client\'s last write (X-Consistency-Token of its answer, '
+              'a MariaDB GTID position such as 0-1-42). With read replicas, the read waits until its '
+              'replica has applied that write, or is answered by the primary; a token that is empty or '
+              'malformed is answered by the primary. Without replicas it changes nothing.')
+_TOKEN_PARAMETERS = [
+    {'name': 'X-Consistency-Token', 'in': 'header', 'required': False, 'description': _TOKEN_DOC,
+     'schema': {'type': 'string', 'maxLength': 512}},
+    {'name': 'wsgiapp_consistency', 'in': 'cookie', 'required': False,
+     'description': 'The same token, as the cookie a write sets (for browsers).',
+     'schema': {'type': 'string', 'maxLength': 512}},
+]
+_WRITTEN = {
+    'X-Consistency-Token': {'description': 'With read replicas: the GTID of this write, to send back on reads.',
+                            'schema': {'type': 'string'}},
+    'Set-Cookie': {'description': 'With read replicas: wsgiapp_consistency=TOKEN (HttpOnly, Secure, '
+                                  'SameSite=Lax, 60 s).', 'schema': {'type': 'string'}},
+}
 
 
 def _body(schema):
@@ -62,7 +81,8 @@ def _body(schema):
 OPENAPI = {
     'openapi': '3.1.0',
     'info': {'title': 'wsgiapp', 'version': '0.1.0',
-             'description': 'Admins of vc_admin, as JSON. Writes need a bearer token.'},
+             'description': 'Admins of vc_admin, as JSON. Writes need a bearer token. Every answer '
+                            'says which code made it (X-App-Version).'},
     'paths': {
         '/api/admins': {
             'get': {
@@ -73,6 +93,7 @@ OPENAPI = {
                      'schema': {'type': 'integer', 'minimum': 1, 'maximum': 100, 'default': 10}},
                     {'name': 'after', 'in': 'query', 'description': 'Only rows with a larger id.',
                      'schema': {'type': 'integer', 'minimum': 0, 'maximum': 4294967295, 'default': 0}},
+                    *_TOKEN_PARAMETERS,
                 ],
                 'responses': _responses(400, 503, 500, _200={
                     'description': 'One page; `next` is null exactly on the last page.',
@@ -92,7 +113,7 @@ OPENAPI = {
                     'schema': {'type': 'string', 'minLength': 1, 'maxLength': 255, 'pattern': '^[!-~]+$'}}],
                 'requestBody': _body('AdminCreate'),
                 'responses': _responses(*_WRITE_ERRORS, 409, _201={
-                    **_ADMIN, 'headers': {'Location': {'schema': {'type': 'string'}}}}),
+                    **_ADMIN, 'headers': {'Location': {'schema': {'type': 'string'}}, **_WRITTEN}}),
             },
         },
         '/api/admins/{id}': {
@@ -100,6 +121,7 @@ OPENAPI = {
             'get': {
                 'operationId': 'getAdmin',
                 'summary': 'One admin',
+                'parameters': _TOKEN_PARAMETERS,
                 'responses': _responses(404, 503, 500, _200=_ADMIN),
             },
             'patch': {
@@ -107,13 +129,14 @@ OPENAPI = {
                 'summary': 'Change the name, the email or both',
                 'security': [{'bearer': []}],
                 'requestBody': _body('AdminUpdate'),
-                'responses': _responses(*_WRITE_ERRORS, 404, 409, _200=_ADMIN),
+                'responses': _responses(*_WRITE_ERRORS, 404, 409, _200={**_ADMIN, 'headers': _WRITTEN}),
             },
             'delete': {
                 'operationId': 'deleteAdmin',
                 'summary': 'Remove an admin',
                 'security': [{'bearer': []}],
-                'responses': _responses(401, 403, 404, 429, 503, 500, _204={'description': 'Deleted.'}),
+                'responses': _responses(401, 403, 404, 429, 503, 500,
+                                        _204={'description': 'Deleted.', 'headers': _WRITTEN}),
             },
         },
     },
