@@ -252,8 +252,6 @@ class Database:
             cursor = con.cursor()
             yield cursor
             con.commit()
-            if self.replicas:
-                self.local.token = self._commit_position(cursor, con)
         except (MySQLdb.IntegrityError, KeyInProgress, KeyReused):  # refused; the connection is fine
             try:
                 con.rollback()
@@ -268,6 +266,12 @@ class Database:
         except BaseException:
             pool.discard(con)
             raise
+        if self.replicas:
+            try:
+                self.local.token = self._commit_position(cursor, con)
+            except UNAVAILABLE:  # committed all the same: the answer says so, without a token
+                pool.discard(con)
+                return
         pool.release(con)
 
     @staticmethod
@@ -288,7 +292,8 @@ class Database:
           it, waiting up to replica_wait; else on the primary, and a 503 if it is away, never
           a stale answer. A token that is empty or malformed goes to the primary at once.
         - without one: on a replica at most replica_max_lag behind; else on the primary; and
-          while the primary is away, on any replica that still applies what it has."""
+          while the primary is away, on any replica that still applies what it has (and on
+          the primary again, should it be back before the monitor has seen it)."""
         if not self.replicas:
             return self.primary.read(sql, args)
         self.monitor.start()
@@ -304,10 +309,13 @@ class Database:
                 if rows is not None:
                     return self._from(replica, rows)
             return self._from(self.primary, self.primary.read(sql, args))
+        # The monitor orders the servers; it never rules one out that might answer: a host
+        # just back from a partition answers before the next check says so.
         fresh = self.monitor.fresh()
         behind = [replica for replica in self.monitor.applying() if replica not in fresh]
+        primary_first = not self.monitor.primary_down()
         problem = Unavailable('no database server answers')
-        for source in fresh + ([] if self.monitor.primary_down() else [self.primary]) + behind:
+        for source in fresh + [self.primary] * primary_first + behind + [self.primary] * (not primary_first):
             try:
                 return self._from(source, source.read(sql, args))
             except Unavailable as error:

@@ -171,7 +171,9 @@ def test_b_an_app_host_partitioned(cluster):
     assert set(load.statuses()) == {200}
     # A request that first tried the lost host waited out the connect timeout, once.
     assert during[-1] < CONNECT_TIMEOUT + 0.75
-    assert back is not None and back - healed <= FAIL_TIMEOUT + 1
+    # nginx tries the host again fail_timeout after its last failure, and the last may be a
+    # connection begun just before the return, which fails a connect timeout later.
+    assert back is not None and back - healed <= FAIL_TIMEOUT + CONNECT_TIMEOUT + 0.5
 
 
 def test_c_a_rolling_deploy_under_load(cluster, tmp_path):
