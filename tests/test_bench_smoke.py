@@ -1,6 +1,8 @@
 """make bench in its smoke mode (one second per case, one round): every peer and route is
 served through nginx and uwsgi, answers only 2xx, and the report and chart are written; so
-is wsgiapp over each link between nginx and uwsgi (a unix socket, mutual TLS, plain TCP).
+is wsgiapp over each link between nginx and uwsgi (a unix socket, mutual TLS, plain TCP),
+and wsgiapp reading on a MariaDB primary alone, then on a replica following it (its reads
+counted where they landed).
 Speed itself is judged by `make bench`, as ratios in one run, never here."""
 import json
 import subprocess
@@ -8,7 +10,7 @@ import sys
 
 import pytest
 
-from bench.run import LINK_ROUTES, LINKS, PEERS, ROUTES
+from bench.run import LINK_ROUTES, LINKS, PEERS, REPLICA_CASES, ROUTES
 from wsgiapp.stack.process import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -43,3 +45,14 @@ def test_bench_smoke(tmp_path):
             assert row['rps'] > 0 and row['errors'] == 0 and row['non_2xx'] == 0, (link, route, row)
             assert row['uwsgi_cpu_us_per_request'] > 0, (link, route, row)
     assert '## The link: nginx to uwsgi' in (tmp_path / 'latest.md').read_text()
+    # Reads on a replica: both cases answered, only 2xx; each one's reads landed on its own
+    # server (the phase checks it from Com_select), and with a replica that server did them.
+    assert set(REPLICA_CASES) == {'primary', 'replica'} and set(report['replica']) == set(REPLICA_CASES)
+    for case, row in report['replica'].items():
+        assert row['rps'] > 0 and row['errors'] == 0 and row['non_2xx'] == 0, (case, row)
+        assert row['reads_as_expected'], (case, row)
+    on_primary, on_replica = report['replica']['primary'], report['replica']['replica']
+    assert on_primary['primary_selects'] > on_primary['replica_selects'], on_primary
+    assert on_replica['replica_selects'] > on_replica['primary_selects'], on_replica
+    assert on_replica['replica_cpu_us_per_request'] > 0, on_replica
+    assert '## Reads on a replica' in (tmp_path / 'latest.md').read_text()
