@@ -58,13 +58,14 @@ _WRITE_ERRORS = (400, 401, 403, 413, 415, 422, 429, 503, 500)
 _TOKEN_DOC = ('The consistency token of this client\'s last write (X-Consistency-Token of its answer, '
               'a MariaDB GTID position such as 0-1-42). With read replicas, the read waits until its '
               'replica has applied that write, or is answered by the primary; a token that is empty or '
-              'malformed is answered by the primary. Without replicas it changes nothing.')
+              'malformed (any string is accepted) is answered by the primary. Without replicas it '
+              'changes nothing.')
 _TOKEN_PARAMETERS = [
     {'name': 'X-Consistency-Token', 'in': 'header', 'required': False, 'description': _TOKEN_DOC,
-     'schema': {'type': 'string', 'maxLength': 512}},
+     'schema': {'type': 'string'}},
     {'name': 'wsgiapp_consistency', 'in': 'cookie', 'required': False,
      'description': 'The same token, as the cookie a write sets (for browsers).',
-     'schema': {'type': 'string', 'maxLength': 512}},
+     'schema': {'type': 'string'}},
 ]
 _WRITTEN = {
     'X-Consistency-Token': {'description': 'With read replicas: the GTID of this write, to send back on reads.',
