@@ -8,6 +8,8 @@ and reporting what it sent and saw:
   d. an intruder on the app network talking to every app host's uwsgi port;
   e. every app host down.
 
+b takes longest, and runs in `make faults` only (marked slow); `make test` runs the others.
+
 Reads that must reach the app (not nginx's micro-cache) carry a bearer token, which makes
 a request private to the cache, as an API client's are."""
 import json
@@ -145,6 +147,7 @@ def test_a_an_app_host_killed(cluster):
     assert duplicates == 0 and dict(rows) == acked, 'every acknowledged write there exactly once'
 
 
+@pytest.mark.slow
 def test_b_an_app_host_partitioned(cluster):
     app = cluster.apps[1]
     with Load(cluster, reads(cluster), threads=4, seconds=40) as load:

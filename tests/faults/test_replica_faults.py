@@ -9,6 +9,8 @@ under load sent from this machine to the edge only, reporting where the reads we
   i. reads without a token while the replica falls further behind than the bound;
   j. the primary's mariadbd SIGKILLed under reads and writes, then started again.
 
+g and i take longest, and run in `make faults` only (marked slow); `make test` runs the others.
+
 Reads carry a bearer token, which makes them private to nginx's micro-cache: each reaches an
 app host and its database reads (a bearer token is not a consistency token)."""
 import json
@@ -98,6 +100,7 @@ def test_f_the_replica_killed(cluster):
     assert back is not None
 
 
+@pytest.mark.slow
 def test_g_the_replica_partitioned(cluster):
     caught_up(cluster)
     with Load(cluster, reads(cluster), threads=4, seconds=40) as load:
@@ -182,6 +185,7 @@ def test_h_read_your_writes_while_the_replica_lags(cluster):
     assert share(released + 1, float('inf')).get('replica1'), 'the replica serves token reads once caught up'
 
 
+@pytest.mark.slow
 def test_i_reads_without_a_token_never_staler_than_the_bound(cluster):
     replica = cluster.replicas[0]
     caught_up(cluster)
