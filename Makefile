@@ -66,7 +66,7 @@ faults: venv
 bench: venv
 	$(BIN)/python -m bench.run
 
-clean: stop
+clean: stop cluster-stop
 	rm -rf $(VAR) $(VENV) *.egg-info
 
 STACK = $(BIN)/python -m wsgiapp stack

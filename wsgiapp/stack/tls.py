@@ -16,21 +16,25 @@ def _openssl(*args):
 
 
 class Authority:
-    """A CA in `directory` (ca.pem, ca.key), made on first use."""
+    """A CA in `directory` (ca.pem, ca.key), made when it first issues a certificate."""
 
     def __init__(self, directory, name='wsgiapp private CA'):
         self.dir = Path(directory)
+        self.name = name
         self.cert = self.dir / 'ca.pem'
         self.key = self.dir / 'ca.key'
+
+    def _make(self):
         if not self.cert.exists():
             self.dir.mkdir(parents=True, exist_ok=True)
             say(f'creating a private certificate authority in {self.dir}')
             _openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-                     '-days', '825', '-subj', f'/CN={name}', '-keyout', str(self.key), '-out', str(self.cert),
+                     '-days', '825', '-subj', f'/CN={self.name}', '-keyout', str(self.key), '-out', str(self.cert),
                      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign')
 
     def issue(self, name, dns=(), ips=(), client=False):
         """(cert, key) paths for `name`, signed by this CA; made once."""
+        self._make()
         cert, key = self.dir / f'{name}.pem', self.dir / f'{name}.key'
         if cert.exists() and key.exists():
             return cert, key
