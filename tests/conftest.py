@@ -121,15 +121,20 @@ def stack():
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason='network namespaces need root')
 
 
+def needs_namespaces(cluster):
+    """For a scenario that cuts a host's link or adds a host of its own: not on loopback."""
+    if not cluster.network.namespaces:
+        pytest.skip('needs the network namespaces (root)')
+
+
 @pytest.fixture(scope='session')
 def cluster():
-    """make cluster's hosts (an edge, three app hosts, a database host, each a network
-    namespace), shared by the cluster tests and scenarios, each of which puts back what it
-    breaks."""
-    if os.geteuid() != 0:
-        pytest.skip('network namespaces need root')
+    """make cluster's hosts (an edge, three app hosts, a primary and a replica, each a network
+    namespace; without root, or with WSGIAPP_CLUSTER_NETWORK=loopback, loopback addresses),
+    shared by the cluster tests and scenarios, each of which puts back what it breaks."""
     from wsgiapp.stack.cluster import Cluster
-    running = Cluster(new_base() / 'cluster', apps=3)
+    namespaces = os.geteuid() == 0 and os.environ.get('WSGIAPP_CLUSTER_NETWORK') != 'loopback'
+    running = Cluster(new_base() / 'cluster', apps=3, namespaces=namespaces)
     try:
         running.up()
         yield running

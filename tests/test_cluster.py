@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import needs_root, new_base
+from tests.conftest import needs_namespaces, needs_root, new_base
 from tests.faults.conftest import call, served_by
 from wsgiapp.stack.cluster import Cluster
 from wsgiapp.stack.process import process_alive
@@ -26,8 +26,8 @@ def pid_of(pidfile):
     return int(Path(pidfile).read_text().split()[0])
 
 
-@needs_root
 def test_topology_says_what_runs_where(cluster):
+    needs_namespaces(cluster)
     topology = json.loads(cluster.topology_file.read_text())
     assert topology['edge']['url'] == cluster.url + '/'
     assert [app['name'] for app in topology['app']] == ['app1', 'app2', 'app3']
@@ -49,7 +49,6 @@ def test_topology_says_what_runs_where(cluster):
     assert 'Yes' in status and replica.sql('SELECT @@read_only, @@gtid_slave_pos <> ""')[0] == (1, 1)
 
 
-@needs_root
 def test_the_edge_spreads_requests_over_every_app_host(cluster):
     ids = [call(cluster, 'GET', '/healthz')[1]['X-Request-ID'] for _ in range(12)]
     served = served_by(cluster, ids)

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.conftest import needs_namespaces
 from tests.faults.conftest import Load, call, report, served_by
 from tests.faults.intruder import ask, client_context, request
 from wsgiapp.stack.cluster import release
@@ -149,6 +150,7 @@ def test_a_an_app_host_killed(cluster):
 
 @pytest.mark.slow
 def test_b_an_app_host_partitioned(cluster):
+    needs_namespaces(cluster)
     app = cluster.apps[1]
     with Load(cluster, reads(cluster), threads=4, seconds=40) as load:
         time.sleep(1)
@@ -219,6 +221,7 @@ def throughput(cluster, seconds=3):
 
 
 def test_d_an_intruder_on_the_app_network(cluster, tmp_path):
+    needs_namespaces(cluster)
     before = throughput(cluster)
     certs = tmp_path / 'certs'
     certs.mkdir()

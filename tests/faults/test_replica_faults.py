@@ -23,6 +23,7 @@ from collections import Counter
 import MySQLdb
 import pytest
 
+from tests.conftest import needs_namespaces
 from tests.faults.conftest import Load, call, report, served_by
 
 pytestmark = pytest.mark.faults
@@ -102,6 +103,7 @@ def test_f_the_replica_killed(cluster):
 
 @pytest.mark.slow
 def test_g_the_replica_partitioned(cluster):
+    needs_namespaces(cluster)
     caught_up(cluster)
     with Load(cluster, reads(cluster), threads=4, seconds=40) as load:
         time.sleep(2)
