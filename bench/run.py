@@ -32,7 +32,7 @@ from wsgiapp.stack.cluster import APP_NAME, SERVER_OPTIONS
 from wsgiapp.stack.mariadb import MariaDB
 from wsgiapp.stack.nginx import Nginx
 from wsgiapp.stack.process import ROOT, free_port, say
-from wsgiapp.stack.replication import PRIMARY_ARGS, REPLICA_ARGS, REPLICA_GRANTS, allow_replicas, follow
+from wsgiapp.stack.replication import caught_up, local_pair
 from wsgiapp.stack.single import make_run_dir, remove_run_dir, run_dir_for
 from wsgiapp.stack.tls import Authority
 from wsgiapp.stack.uwsgi import Uwsgi
@@ -118,15 +118,6 @@ def children(master_pid):
         except (OSError, IndexError, ValueError):
             continue
     return count
-
-
-def caught_up(primary, replica, seconds=60):
-    """Wait until the replica has applied everything the primary has logged."""
-    deadline = time.monotonic() + seconds
-    while replica.sql('SELECT @@gtid_slave_pos') != primary.sql('SELECT @@gtid_binlog_pos'):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f'the replica {replica.address}:{replica.port} did not catch up in {seconds} s')
-        time.sleep(0.05)
 
 
 def worker_rss_kib(master_pid):
@@ -374,21 +365,12 @@ class Bench:
         """wsgiapp reading REPLICA_ROUTE (1k rows, past the cache) on a primary alone, then on a
         replica following it, every round over both: {case: medians}, with each mariadbd's CPU
         and SELECTs per request and whether the reads went where the case says. The pair is
-        this phase's own (the bench's MariaDB keeps no binary log), set up as
-        tests/test_replicas.py's `pair` fixture does, and stopped before the phase returns."""
-        from wsgiapp import config, db
-        base = self.base / 'replication'
-        primary = MariaDB(base / 'primary', port=free_port(), extra_args=PRIMARY_ARGS)
-        replica = MariaDB(base / 'replica', port=free_port(), server_id=2, extra_args=REPLICA_ARGS,
-                          app_grants=REPLICA_GRANTS)
+        this phase's own (the bench's MariaDB keeps no binary log), replication.local_pair as
+        tests/test_replicas.py uses, and stopped before the phase returns."""
+        primary, replica = local_pair(self.base / 'replication')
         servers = {'primary': primary, 'replica': replica}
         samples = {}
         try:
-            primary.start()
-            replica.start()
-            db.initdb(config.from_environ({'DATABASE_URL': primary.admin_url()}))
-            allow_replicas(primary, '127.0.0.1')
-            follow(primary, replica)
             self.fill(SMALL, primary)
             caught_up(primary, replica)
             self.settle(server=replica)

@@ -25,6 +25,7 @@ import pytest
 
 from tests.conftest import needs_namespaces
 from tests.faults.conftest import Load, call, report, served_by
+from wsgiapp.stack import replication
 
 pytestmark = pytest.mark.faults
 MAX_LAG = 5.0           # WSGIAPP_REPLICA_MAX_LAG's default, which the cluster's app hosts use
@@ -46,16 +47,8 @@ def sources(cluster, answers):
     return Counter(by.get(a[3].get('X-Request-ID'), (None, None, 'unknown'))[2] for a in answers)
 
 
-def caught_up(cluster, seconds=20):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            if cluster.replicas[0].sql('SELECT @@gtid_slave_pos') == cluster.db.sql('SELECT @@gtid_binlog_pos'):
-                return
-        except MySQLdb.Error:
-            pass
-        time.sleep(0.1)
-    raise AssertionError('the replica did not catch up')
+def caught_up(cluster):
+    replication.caught_up(cluster.db, cluster.replicas[0], seconds=20)
 
 
 def kill(server):

@@ -11,13 +11,12 @@ import json
 import os
 import shutil
 import ssl
-import time
 from pathlib import Path
 
 from wsgiapp.stack.mariadb import MariaDB
 from wsgiapp.stack.network import Network
 from wsgiapp.stack.nginx import Nginx
-from wsgiapp.stack.process import ROOT, say, secret_file, tail
+from wsgiapp.stack.process import ROOT, say, secret_file, wait_ready
 from wsgiapp.stack.replication import PRIMARY_ARGS, REPLICA_ARGS, REPLICA_GRANTS, allow_replicas, follow
 from wsgiapp.stack.single import make_run_dir, remove_run_dir, run_dir_for
 from wsgiapp.stack.tls import Authority
@@ -221,23 +220,8 @@ class Cluster:
         self.topology_file.write_text(json.dumps(topology, indent=2) + '\n')
 
     def wait_ready(self, seconds=30):
-        """Every app host answers through the edge: /readyz until each upstream has said 200."""
-        import urllib.error
-        import urllib.request
-        say(f'waiting for {self.url}/readyz')
-        deadline, problem = time.monotonic() + seconds, None
-        while True:
-            try:
-                with urllib.request.urlopen(f'{self.url}/readyz', timeout=2, context=self.ssl_context()) as answer:
-                    if answer.status == 200:
-                        return
-            except (urllib.error.URLError, OSError) as error:
-                problem = error
-            if time.monotonic() > deadline:
-                raise RuntimeError(f'{self.url}/readyz did not answer 200 ({problem}).\n'
-                                   f'--- {self.edge.error_log}\n{tail(self.edge.error_log)}\n'
-                                   + ''.join(f'--- {app.uwsgi.log}\n{tail(app.uwsgi.log)}\n' for app in self.apps))
-            time.sleep(0.1)
+        """The edge answers /readyz with 200: an app host and the database behind it are up."""
+        wait_ready(self.url, self.ssl_context(), [self.edge.error_log, *(app.uwsgi.log for app in self.apps)], seconds)
 
     def down(self):
         self.edge.stop()

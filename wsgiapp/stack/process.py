@@ -90,3 +90,23 @@ def secret_file(path, make=lambda: secrets.token_urlsafe(24)):
     with os.fdopen(fd, 'w') as out:
         out.write(make())
     return path.read_text()
+
+
+def wait_ready(url, context, logs, seconds=30):
+    """Until GET url/readyz answers 200 over HTTPS (trusting `context`); else RuntimeError
+    with the tail of each of `logs`."""
+    import urllib.error
+    import urllib.request
+    say(f'waiting for {url}/readyz')
+    deadline, problem = time.monotonic() + seconds, None
+    while True:
+        try:
+            with urllib.request.urlopen(f'{url}/readyz', timeout=2, context=context) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as error:
+            problem = error
+        if time.monotonic() > deadline:
+            raise RuntimeError(f'{url}/readyz did not answer 200 ({problem}).\n'
+                               + ''.join(f'--- {log}\n{tail(log)}\n' for log in logs))
+        time.sleep(0.1)

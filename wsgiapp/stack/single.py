@@ -15,12 +15,11 @@ import shutil
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from wsgiapp.stack.mariadb import MariaDB
 from wsgiapp.stack.nginx import Nginx
-from wsgiapp.stack.process import free_port, say, secret_file, tail
+from wsgiapp.stack.process import free_port, say, secret_file, wait_ready
 from wsgiapp.stack.tls import Authority
 from wsgiapp.stack.uwsgi import Uwsgi
 
@@ -107,24 +106,7 @@ class Stack:
         self.wait_ready()
 
     def wait_ready(self, seconds=30):
-        import urllib.error
-        import urllib.request
-        say(f'waiting for {self.url}/readyz')
-        deadline, context = time.monotonic() + seconds, self.ssl_context()
-        while True:
-            try:
-                with urllib.request.urlopen(f'{self.url}/readyz', timeout=2, context=context) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError) as error:
-                problem = error
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f'{self.url}/readyz did not answer 200 ({problem}).\n'
-                    f'--- {self.uwsgi.log}\n{tail(self.uwsgi.log)}\n'
-                    f'--- {self.nginx.error_log}\n{tail(self.nginx.error_log)}\n'
-                    f'--- {self.mariadb.log}\n{tail(self.mariadb.log)}')
-            time.sleep(0.1)
+        wait_ready(self.url, self.ssl_context(), [self.uwsgi.log, self.nginx.error_log, self.mariadb.log], seconds)
 
     def down(self):
         self.nginx.stop()
