@@ -16,15 +16,15 @@ import uuid
 import MySQLdb
 
 from wsgiapp import config, db
-from wsgiapp.stack.mariadb import MariaDB
-from wsgiapp.stack.process import ROOT
+from launcher.mariadb import MariaDB
+from launcher.process import ROOT
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m bench.pool_overhead', description=__doc__)
     parser.add_argument('--runs', type=int, default=20000)
     args = parser.parse_args(argv)
-    from wsgiapp.stack.process import free_port
+    from launcher.process import free_port
     server = MariaDB(ROOT / 'var' / f'pool-{uuid.uuid4().hex[:8]}', port=free_port())
     server.start()
     try:

@@ -28,14 +28,14 @@ import time
 import uuid
 from pathlib import Path
 
-from wsgiapp.stack.cluster import APP_NAME, SERVER_OPTIONS
-from wsgiapp.stack.mariadb import MariaDB
-from wsgiapp.stack.nginx import Nginx
-from wsgiapp.stack.process import ROOT, free_port, say
-from wsgiapp.stack.replication import caught_up, local_pair
-from wsgiapp.stack.single import make_run_dir, remove_run_dir, run_dir_for
-from wsgiapp.stack.tls import Authority
-from wsgiapp.stack.uwsgi import Uwsgi
+from launcher.cluster import APP_NAME, SERVER_OPTIONS
+from launcher.mariadb import MariaDB
+from launcher.nginx import Nginx
+from launcher.process import ROOT, free_port, say
+from launcher.replication import caught_up, local_pair
+from launcher.single import make_run_dir, remove_run_dir, run_dir_for
+from launcher.tls import Authority
+from launcher.uwsgi import Uwsgi
 
 PEERS = {  # name -> WSGI module
     'ceiling': 'bench.peers.ceiling:application',
@@ -574,7 +574,7 @@ def replica_lines(replica):
     lines = ['', '## Reads on a replica', '',
              f'wsgiapp, `GET {REPLICA_ROUTE}` (1k rows) past the cache with a bearer token (which the app ignores '
              'on a GET; a consistency token would steer the reads), same site and settings, over a MariaDB primary '
-             'and a replica following it by GTID (wsgiapp/stack/replication.py, both on 127.0.0.1 TCP): `primary`, '
+             'and a replica following it by GTID (launcher/replication.py, both on 127.0.0.1 TCP): `primary`, '
              'uwsgi with `DATABASE_URL` only; `replica`, with `DATABASE_REPLICA_URL` too. CPU is user + system '
              'time per request of uwsgi (master and workers) and of each `mariadbd` (all its threads). SELECTs '
              "per request are each server's `Com_select` growth during the runs, which tells where the reads "

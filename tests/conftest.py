@@ -11,9 +11,9 @@ import webtest
 
 from wsgiapp import config, db
 from wsgiapp.app import Application
-from wsgiapp.stack.mariadb import MariaDB
-from wsgiapp.stack.process import ROOT, free_port
-from wsgiapp.stack.single import Stack
+from launcher.mariadb import MariaDB
+from launcher.process import ROOT, free_port
+from launcher.single import Stack
 
 TOKEN = 's3cret-token'
 
@@ -132,7 +132,7 @@ def cluster():
     """make cluster's hosts (an edge, three app hosts, a primary and a replica, each a network
     namespace; without root, or with WSGIAPP_CLUSTER_NETWORK=loopback, loopback addresses),
     shared by the cluster tests and scenarios, each of which puts back what it breaks."""
-    from wsgiapp.stack.cluster import Cluster
+    from launcher.cluster import Cluster
     namespaces = os.geteuid() == 0 and os.environ.get('WSGIAPP_CLUSTER_NETWORK') != 'loopback'
     running = Cluster(new_base() / 'cluster', apps=3, namespaces=namespaces)
     try:

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from bench.run import LINK_ROUTES, LINKS, PEERS, REPLICA_CASES, ROUTES
-from wsgiapp.stack.process import ROOT
+from launcher.process import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from wsgiapp import check
-from wsgiapp.stack.process import ROOT
+from launcher.process import ROOT
 
 SITE = ROOT / 'conf' / 'nginx' / 'wsgiapp.conf'
 WWW_DATA = 33  # Debian's nginx user

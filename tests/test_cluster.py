@@ -12,8 +12,8 @@ import pytest
 
 from tests.conftest import needs_namespaces, needs_root, new_base
 from tests.faults.conftest import call, served_by
-from wsgiapp.stack.cluster import Cluster
-from wsgiapp.stack.process import process_alive
+from launcher.cluster import Cluster
+from launcher.process import process_alive
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,7 @@ import sys
 import time
 import urllib.request
 
-from wsgiapp.stack.process import free_port
+from launcher.process import free_port
 
 
 def wsgiapp(*args, env=None, **kwargs):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from wsgiapp.stack.process import ROOT
+from launcher.process import ROOT
 
 pytestmark = pytest.mark.e2e
 STAND_INS = ROOT / 'tests' / 'deploy'

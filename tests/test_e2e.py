@@ -18,9 +18,9 @@ from urllib.parse import quote
 import pytest
 
 from tests.conftest import new_base
-from wsgiapp.stack.nginx import Nginx
-from wsgiapp.stack.process import ROOT, free_port, process_alive
-from wsgiapp.stack.single import Stack
+from launcher.nginx import Nginx
+from launcher.process import ROOT, free_port, process_alive
+from launcher.single import Stack
 from wsgiapp.version import VERSION
 
 pytestmark = pytest.mark.e2e

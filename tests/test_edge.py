@@ -14,8 +14,8 @@ import pytest
 
 from tests.conftest import new_base
 from tests.test_e2e import api, request, settled_requests
-from wsgiapp.stack.nginx import Nginx
-from wsgiapp.stack.process import free_port
+from launcher.nginx import Nginx
+from launcher.process import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import new_base
-from wsgiapp.stack.process import ROOT, free_port
-from wsgiapp.stack.single import Stack
+from launcher.process import ROOT, free_port
+from launcher.single import Stack
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ import webtest
 
 from wsgiapp import config
 from wsgiapp.app import Application
-from wsgiapp.stack.replication import caught_up, local_pair
+from launcher.replication import caught_up, local_pair
 
 TOKEN = 's3cret-token'
 AUTH = {'Authorization': f'Bearer {TOKEN}'}

@@ -15,7 +15,7 @@ import webtest
 
 from tests.test_e2e import request
 from wsgiapp.app import Application
-from wsgiapp.stack.process import free_port, secret_file
+from launcher.process import free_port, secret_file
 
 pytestmark = pytest.mark.e2e
 
@@ -119,7 +119,7 @@ def test_the_most_headers_nginx_accepts_never_give_a_5xx(stack):
 
 
 def test_the_private_database_refuses_root_over_tcp(tmp_path):
-    from wsgiapp.stack.mariadb import MariaDB
+    from launcher.mariadb import MariaDB
     server = MariaDB(tmp_path / 'db', port=free_port())
     server.start()
     try:

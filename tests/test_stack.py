@@ -14,8 +14,8 @@ import MySQLdb
 import pytest
 
 from tests.test_e2e import new_base, request
-from wsgiapp.stack.process import ROOT, free_port
-from wsgiapp.stack.single import Stack
+from launcher.process import ROOT, free_port
+from launcher.single import Stack
 
 pytestmark = pytest.mark.e2e
 

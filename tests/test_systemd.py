@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.test_security import uwsgi_packet
-from wsgiapp.stack.process import ROOT, binary
+from launcher.process import ROOT, binary
 
 UNIT = ROOT / 'conf' / 'systemd' / 'wsgiapp.service'
 

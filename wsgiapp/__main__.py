@@ -1,4 +1,4 @@
-"""python -m wsgiapp serve | initdb [--sample] | check | token | stack"""
+"""python -m wsgiapp serve | initdb [--sample] | check | token"""
 import argparse
 import os
 import sys
@@ -44,10 +44,6 @@ def check(args):
     sys.exit(status)
 
 
-def stack(args):
-    from wsgiapp.stack.cli import main as stack_main
-    sys.exit(stack_main(args.stack_args))
-
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m wsgiapp', description=__doc__)
@@ -65,10 +61,6 @@ def main(argv=None):
     check_parser.set_defaults(run=check)
     token_parser = commands.add_parser('token', help='print a new random API token for WSGIAPP_API_TOKEN')
     token_parser.set_defaults(run=token)
-    stack_parser = commands.add_parser('stack', add_help=False,
-                                       help='the private servers of make run: up|down|status|check VAR')
-    stack_parser.add_argument('stack_args', nargs=argparse.REMAINDER)
-    stack_parser.set_defaults(run=stack)
     args = parser.parse_args(argv)
     args.run(args)
 

@@ -29,13 +29,13 @@ import pytest
 from tests.conftest import needs_namespaces
 from tests.faults.conftest import Load, call, report, served_by
 from tests.faults.intruder import ask, client_context, request
-from wsgiapp.stack.cluster import release
-from wsgiapp.stack.process import ROOT
-from wsgiapp.stack.tls import Authority
+from launcher.cluster import release
+from launcher.process import ROOT
+from launcher.tls import Authority
 
 pytestmark = pytest.mark.faults
 CONNECT_TIMEOUT = 1.0   # uwsgi_connect_timeout in conf/nginx/wsgiapp.conf
-FAIL_TIMEOUT = 5.0      # fail_timeout of each app host (wsgiapp/stack/cluster.py)
+FAIL_TIMEOUT = 5.0      # fail_timeout of each app host (launcher/cluster.py)
 READS = ['/api/admins', '/api/admins?limit=2', '/admins', '/']
 
 

@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from tests.faults.conftest import Load, call, report
-from wsgiapp.stack.process import ROOT
+from launcher.process import ROOT
 
 pytestmark = pytest.mark.faults
 STATUS_LUA = ROOT / 'bench' / 'status.lua'  # shared with make bench

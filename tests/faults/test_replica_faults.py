@@ -25,7 +25,7 @@ import pytest
 
 from tests.conftest import needs_namespaces
 from tests.faults.conftest import Load, call, report, served_by
-from wsgiapp.stack import replication
+from launcher import replication
 
 pytestmark = pytest.mark.faults
 MAX_LAG = 5.0           # WSGIAPP_REPLICA_MAX_LAG's default, which the cluster's app hosts use

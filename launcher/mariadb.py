@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from wsgiapp.stack.process import binary, pid_alive, say, secret_file, tail, terminate
+from launcher.process import binary, pid_alive, say, secret_file, tail, terminate
 
 APP_USER = 'wsgiapp'
 APP_DATABASE = 'wsgiapp'
@@ -22,6 +22,24 @@ APP_DATABASE = 'wsgiapp'
 # The launcher's accounts and database are each server's own, never replicated: a replica
 # has its own users, and a statement it replayed from the primary would collide with them.
 LOCAL_ONLY = 'SET SESSION sql_log_bin = 0'
+
+
+def run_sql(connect_kwargs, *statements):
+    """Run statements (a string, or (sql, args)) on one connection of their own, closed
+    whatever happens; the last one's rows. The one admin SQL helper of the launcher, the
+    benchmark and the tests."""
+    import MySQLdb
+    con = MySQLdb.connect(**connect_kwargs)
+    try:
+        cursor = con.cursor()
+        for statement in statements:
+            if isinstance(statement, tuple):
+                cursor.execute(*statement)
+            else:
+                cursor.execute(statement)
+        return cursor.fetchall()
+    finally:
+        con.close()
 
 
 class MariaDB:
@@ -132,18 +150,7 @@ class MariaDB:
 
     def sql(self, *statements, database=None):
         """Run statements as the administrator; the last one's rows."""
-        import MySQLdb
-        con = MySQLdb.connect(**self.admin_kwargs(), **({'database': database} if database else {}))
-        try:
-            cursor = con.cursor()
-            for statement in statements:
-                if isinstance(statement, tuple):
-                    cursor.execute(*statement)
-                else:
-                    cursor.execute(statement)
-            return cursor.fetchall()
-        finally:
-            con.close()
+        return run_sql(dict(self.admin_kwargs(), **({'database': database} if database else {})), *statements)
 
     def _secure(self):
         """No administrator or anonymous account reachable over TCP, whatever made the data

@@ -4,7 +4,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from wsgiapp.stack.process import say
+from launcher.process import say
 
 
 def _openssl(*args):

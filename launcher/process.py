@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 # The checkout: conf/, static files and the virtualenv are found from here.
-ROOT = Path(__file__).resolve().parent.parent.parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def say(message):

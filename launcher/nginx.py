@@ -6,7 +6,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from wsgiapp.stack.process import ROOT, binary, pid_alive, say, tail, terminate
+from launcher.process import ROOT, binary, pid_alive, say, tail, terminate
 
 SITE = ROOT / 'conf' / 'nginx' / 'wsgiapp.conf'
 LINK = ROOT / 'conf' / 'nginx' / 'wsgiapp-link.conf'
@@ -89,7 +89,7 @@ class Nginx:
         # As root, workers drop to www-data as Debian's nginx does; otherwise they run as us.
         user = f'user {self.user};\n' if self.user else ''
         return (
-            f'# Generated from conf/nginx/wsgiapp.conf by wsgiapp/stack/nginx.py: edit that file instead.\n'
+            f'# Generated from conf/nginx/wsgiapp.conf by launcher/nginx.py: edit that file instead.\n'
             f'{user}worker_processes 1;\npid {self.pidfile};\nerror_log {self.error_log} warn;\n'
             'events { worker_connections 4096; }\n'
             'http {\n    include /etc/nginx/mime.types;\n    default_type application/octet-stream;\n'

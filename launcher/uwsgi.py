@@ -10,7 +10,7 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
-from wsgiapp.stack.process import ROOT, pid_alive, say, tail, terminate
+from launcher.process import ROOT, pid_alive, say, tail, terminate
 
 
 def socket_owner():

@@ -13,14 +13,14 @@ import shutil
 import ssl
 from pathlib import Path
 
-from wsgiapp.stack.mariadb import MariaDB
-from wsgiapp.stack.network import Network
-from wsgiapp.stack.nginx import Nginx
-from wsgiapp.stack.process import ROOT, say, secret_file, wait_ready
-from wsgiapp.stack.replication import PRIMARY_ARGS, REPLICA_ARGS, REPLICA_GRANTS, allow_replicas, follow
-from wsgiapp.stack.single import make_run_dir, remove_run_dir, run_dir_for
-from wsgiapp.stack.tls import Authority
-from wsgiapp.stack.uwsgi import Uwsgi
+from launcher.mariadb import MariaDB
+from launcher.network import Network
+from launcher.nginx import Nginx
+from launcher.process import ROOT, say, secret_file, wait_ready
+from launcher.replication import PRIMARY_ARGS, REPLICA_ARGS, REPLICA_GRANTS, allow_replicas, follow
+from launcher.single import make_run_dir, remove_run_dir, run_dir_for
+from launcher.tls import Authority
+from launcher.uwsgi import Uwsgi
 from wsgiapp.version import code_version
 
 # On its own host each server takes its usual port; on loopback, ports nobody else uses.

@@ -1,4 +1,4 @@
-"""python -m wsgiapp stack up|down|status|check|env|sql VAR [--port PORT] [--tls-port PORT]:
+"""python -m launcher up|down|status|check|env|sql VAR [--port PORT] [--tls-port PORT]:
 the servers of `make run`, private to one directory."""
 import argparse
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog='python -m wsgiapp stack', description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m launcher", description=__doc__)
     parser.add_argument('action', choices=['up', 'down', 'status', 'check', 'env', 'sql', 'cluster-up',
                                            'cluster-down', 'cluster-status', 'cluster-deploy'])
     parser.add_argument('var', type=Path, help='directory for data, logs, secrets and generated configs')
@@ -22,7 +22,7 @@ def main(argv=None):
     if args.action.startswith('cluster-'):
         return cluster(args)
     from wsgiapp import db
-    from wsgiapp.stack.single import Stack
+    from launcher.single import Stack
     stack = Stack(args.var, args.port, args.tls_port)
     if args.action == 'up':
         try:
@@ -46,7 +46,7 @@ def main(argv=None):
         # A SQL shell as the private MariaDB's administrator, over its unix socket.
         import os
 
-        from wsgiapp.stack.process import binary
+        from launcher.process import binary
         os.execv(binary('mariadb'), ['mariadb', f'--socket={stack.mariadb.socket}',
                                      f'--user={stack.mariadb.admin_user}', 'wsgiapp'])
     else:
@@ -57,7 +57,7 @@ def main(argv=None):
 def cluster(args):
     """The cluster's actions (cluster.py); VAR is its directory, var/cluster for make."""
     from wsgiapp import db
-    from wsgiapp.stack.cluster import Cluster
+    from launcher.cluster import Cluster
     hosts = Cluster(args.var, apps=args.apps, namespaces=False if args.loopback else None, replicas=args.replicas)
     try:
         if args.action == 'cluster-up':
@@ -77,3 +77,5 @@ def cluster(args):
         print(f'make {args.action.replace("-up", "")} failed: {error} {detail}', file=sys.stderr)
         return 1
     return 0
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,11 +17,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from wsgiapp.stack.mariadb import MariaDB
-from wsgiapp.stack.nginx import Nginx
-from wsgiapp.stack.process import free_port, say, secret_file, wait_ready
-from wsgiapp.stack.tls import Authority
-from wsgiapp.stack.uwsgi import Uwsgi
+from launcher.mariadb import MariaDB
+from launcher.nginx import Nginx
+from launcher.process import free_port, say, secret_file, wait_ready
+from launcher.tls import Authority
+from launcher.uwsgi import Uwsgi
 
 SYSTEM_RUN = Path('/run/wsgiapp-stack')
 NGINX_GROUP = 'www-data'

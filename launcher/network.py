@@ -9,7 +9,7 @@ import ipaddress
 import json
 import subprocess
 
-from wsgiapp.stack.process import binary, say
+from launcher.process import binary, say
 
 # The /24s the namespaces may use: 10.213.K.0/24, the first one free from a K of the
 # cluster's own (a hash of its directory), so two clusters of two checkouts never meet.

@@ -4,8 +4,8 @@ primary with mariadb-dump, MariaDB's own tool, at a consistent GTID position."""
 import subprocess
 import time
 
-from wsgiapp.stack.mariadb import APP_DATABASE, LOCAL_ONLY, MariaDB
-from wsgiapp.stack.process import binary, free_port, say, secret_file
+from launcher.mariadb import APP_DATABASE, LOCAL_ONLY, MariaDB
+from launcher.process import binary, free_port, say, secret_file
 
 REPLICATION_USER = 'replication'
 # Both roles keep a binary log with every change they apply (log_slave_updates), so a replica

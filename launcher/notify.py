@@ -1,0 +1,42 @@
+"""The READY=1 listener: what systemd does for a Type=notify service, for a process the
+launcher or a test starts (uwsgi sends READY=1 to $NOTIFY_SOCKET once its app is loaded)."""
+import socket
+import tempfile
+import time
+
+
+class ReadyListener:
+    """with ReadyListener() as ready: start the process with ready.environ, then ready.wait(process)."""
+
+    def __enter__(self):
+        self._dir = tempfile.TemporaryDirectory(prefix='wsgiapp-notify-')
+        self.path = f'{self._dir.name}/notify'  # short: sun_path holds 108 bytes
+        self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._socket.bind(self.path)
+        self._socket.settimeout(0.2)
+        self.messages = []
+        return self
+
+    def __exit__(self, *exc):
+        self._socket.close()
+        self._dir.cleanup()
+
+    @property
+    def environ(self):
+        return {'NOTIFY_SOCKET': self.path}
+
+    def wait(self, process, seconds=30):
+        """True once READY=1 arrives; False if `process` (a Popen) exits or `seconds` pass first.
+        Every message received is kept in .messages."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                message = self._socket.recv(4096).decode('utf-8', 'replace')
+            except socket.timeout:
+                if process.poll() is not None:
+                    return False
+                continue
+            self.messages.append(message)
+            if 'READY=1' in message.split('\n'):
+                return True
+        return False
