@@ -1,4 +1,5 @@
-"""Which code this is: a hash of the package's own source files, computed once at import.
+"""Which code this is: a hash of the application package's own files (the launcher, bench and
+tests live outside it), computed once at import.
 
 Every response carries it (X-App-Version) and /healthz shows it, so a rolling deploy can
 be watched host by host. The launcher names each release directory by the same hash."""
