@@ -58,7 +58,7 @@ docs: venv
 	@echo "==> the manual: $(VAR)/docs/index.html"
 
 # How much of the unit tier fails when the code is changed: mutmut over the four modules
-# that need no server (setup.cfg [mutmut]); docs/design lists the survivors and why.
+# that need no server (setup.cfg [mutmut]); docs/mutation.rst lists the survivors and why.
 mutation: venv
 	@rm -rf mutants
 	$(BIN)/mutmut run --max-children 2 >/dev/null 2>&1 || true
@@ -106,7 +106,7 @@ env:
 sql:
 	@$(STACK) sql $(VAR)
 
-# More than one host (README: "More than one machine"): an edge nginx, APP_NODES app hosts,
+# More than one host (docs/cluster.rst): an edge nginx, APP_NODES app hosts,
 # a database primary and DB_REPLICAS replicas, each a network namespace on a private bridge (as root) or a
 # loopback address (otherwise). State in $(VAR)/cluster; what runs where: topology.json.
 APP_NODES ?= 3

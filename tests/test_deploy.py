@@ -1,6 +1,6 @@
-"""README's "Deploying on a server", run exactly as written.
+"""The manual's "Deploying on a server" (docs/deploy.rst), run exactly as written.
 
-The commands are taken from the README itself (every `.. code-block:: sh` of that
+The commands are taken from that page itself (every `.. code-block:: sh` of its first
 section), so the two cannot drift, and run by bash as root in a sandbox that looks like a
 fresh Debian 12 server with MariaDB and nginx installed: a private copy of /etc (users,
 nginx's configuration with Debian's default site, MariaDB's), empty /srv and /run, a fresh
@@ -28,10 +28,12 @@ from launcher.process import ROOT
 
 pytestmark = pytest.mark.e2e
 STAND_INS = ROOT / 'tests' / 'deploy'
+DEPLOY_PAGE = ROOT / 'docs' / 'deploy.rst'
 
 
-def readme_deploy_commands():
-    text = (ROOT / 'README.rst').read_text()
+def deploy_commands():
+    """Every `.. code-block:: sh` from the page's title to its next section title."""
+    text = DEPLOY_PAGE.read_text()
     section = text[text.index('Deploying on a server\n'):]
     section = section[:re.search(r'\n\n[^\n]+\n-{3,}\n', section[30:]).start() + 30]
     blocks, lines = [], section.splitlines()
@@ -70,13 +72,13 @@ mariadb-install-db --user=mysql --skip-test-db > /run/mariadb-install-db.log 2>&
 systemctl start mariadb
 systemctl start nginx
 cd /root 2>/dev/null || cd /
-echo '==> the README from here'
+echo '==> docs/deploy.rst from here'
 set -x
 '''
 
 
-def test_readme_commands_are_extracted():
-    blocks = readme_deploy_commands()
+def test_deploy_commands_are_extracted():
+    blocks = deploy_commands()
     joined = '\n'.join(blocks)
     for expected in ('adduser --system', 'make install', 'wsgiapp initdb', 'GRANT SELECT, INSERT, UPDATE, DELETE',
                      'systemctl enable --now wsgiapp', 'certbot certonly', 'rm -f /etc/nginx/sites-enabled/default',
@@ -86,12 +88,12 @@ def test_readme_commands_are_extracted():
     assert joined.index('wsgiapp initdb') < joined.index('GRANT SELECT')
 
 
-def test_the_readme_deploy_steps_work_as_written():
+def test_the_deploy_steps_work_as_written():
     if os.geteuid() != 0 or not shutil.which('unshare') or not shutil.which('ip'):
         pytest.skip('the deploy test needs root (namespaces, users, a copy of /etc)')
     sandbox = Path(tempfile.mkdtemp(prefix='wsgiapp-deploy-', dir='/var/tmp'))
     sandbox.chmod(0o755)  # the app's user must reach /srv inside it, as on a server
-    script = SANDBOX + '\n'.join(readme_deploy_commands()).replace('<repository-url>', str(ROOT))
+    script = SANDBOX + '\n'.join(deploy_commands()).replace('<repository-url>', str(ROOT))
     environ = {**os.environ, 'SANDBOX': str(sandbox), 'STAND_INS': str(STAND_INS),
                'DEPLOY_NETNS': f'wsgiapp-deploy-{uuid.uuid4().hex[:6]}'}
     environ.pop('DATABASE_URL', None)
