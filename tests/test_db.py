@@ -9,12 +9,13 @@ import pytest
 import webtest
 
 from tests.conftest import TOKEN
-from wsgiapp import config, db
+from wsgiapp import config, db, schema
+from wsgiapp.admins import Admins
 from wsgiapp.app import Application
 
 
 def connection_id(database):
-    with database.connection() as con:
+    with database.primary.connection() as con:
         cursor = con.cursor()
         cursor.execute('SELECT CONNECTION_ID()')
         return cursor.fetchone()[0]
@@ -50,19 +51,20 @@ def test_a_forked_child_gets_its_own_connections_and_leaves_the_parents_alone(se
     for n in range(20):
         add(f'row{n}')
     database = db.Database(settings)
+    admins = Admins(database)
     parent_id = connection_id(database)  # an idle pooled connection the child inherits
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: like a uwsgi worker forked from a master that had used the pool
         try:
             child_ids = {connection_id(database)}
-            good = all(len(database.list_admins(0, 20)) == 20 for _ in range(200))
+            good = all(len(admins.list_admins(0, 20).result) == 20 for _ in range(200))
             os.write(write_end, json.dumps({'ids': sorted(child_ids), 'good': good}).encode())
         finally:
             os._exit(0)
     os.close(write_end)
     # The parent keeps querying at the same time: a shared socket would garble both.
-    parent_good = all(len(database.list_admins(0, 20)) == 20 for _ in range(200))
+    parent_good = all(len(admins.list_admins(0, 20).result) == 20 for _ in range(200))
     os.waitpid(pid, 0)
     child = json.loads(os.read(read_end, 4096))
     assert child['good'] and parent_good
@@ -128,7 +130,7 @@ def test_exhausted_pool_is_503_after_a_bounded_wait_then_recovers(settings, sql)
     held, release = threading.Event(), threading.Event()
 
     def hold():
-        with application.database.connection():
+        with application.database.primary.connection():
             held.set()
             release.wait(10)
     holder = threading.Thread(target=hold)
@@ -158,9 +160,9 @@ def test_readyz(app, settings, mariadb, sql):
 
 def test_initdb_is_idempotent_and_sample_is_loaded_once(admin_url, sql):
     settings = config.from_environ({'DATABASE_URL': admin_url})
-    assert db.initdb(settings) == 0
-    assert db.initdb(settings, sample=True) == len(db.SAMPLE_ADMINS)
-    assert db.initdb(settings, sample=True) == len(db.SAMPLE_ADMINS)
+    assert schema.initdb(settings) == 0
+    assert schema.initdb(settings, sample=True) == len(schema.SAMPLE_ADMINS)
+    assert schema.initdb(settings, sample=True) == len(schema.SAMPLE_ADMINS)
     names = {row[0] for row in sql('SELECT name FROM vc_admin')}
     assert '张三' in names and any(ord(c) > 0xFFFF for name in names for c in name)
 

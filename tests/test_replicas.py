@@ -10,9 +10,10 @@ import MySQLdb
 import pytest
 import webtest
 
-from wsgiapp import config
-from wsgiapp.app import Application
 from launcher.replication import caught_up, local_pair
+from wsgiapp import config, db
+from wsgiapp.admins import Admins
+from wsgiapp.app import Application
 
 TOKEN = 's3cret-token'
 AUTH = {'Authorization': f'Bearer {TOKEN}'}
@@ -93,6 +94,23 @@ def test_reads_go_to_the_replica_writes_to_the_primary_and_answer_with_their_gti
     response = plain.post_json('/api/admins', {'name': 'gtid-2', 'email': 'g@x.test'}, headers=AUTH, status=201)
     assert 'X-Consistency-Token' not in response.headers and 'Set-Cookie' not in response.headers
     assert 'X-Read-Source' not in plain.get('/api/admins').headers
+
+
+def test_a_read_returns_its_server_and_a_write_its_token_as_values(make, pair):
+    """No per-thread state between layers: what the views put in the headers is returned."""
+    primary, replica = pair
+    make()  # the pair started and caught up
+    database = db.Database(config.from_environ({'DATABASE_URL': primary.url(tcp=True),
+                                                'DATABASE_REPLICA_URL': replica.url(tcp=True)}))
+    admins = Admins(database)
+    written = admins.create_admin('as-values', 'v@x.test')
+    assert re.fullmatch(r'0-1-\d+', written.token) and written.result[1] == 'as-values'
+    read = admins.get_admin(written.result[0], written.token)
+    assert read.source == 'replica1' and read.result == written.result
+    assert admins.list_admins(0, 100).source == 'replica1'
+    alone = Admins(db.Database(config.from_environ({'DATABASE_URL': primary.url(tcp=True)})))
+    assert alone.delete_admin(written.result[0]) == (True, None)  # no replicas: no token
+    assert alone.get_admin(written.result[0]) == (None, 'primary')
 
 
 def test_a_token_waits_for_the_replica_then_reads_the_write_there(make, pair):

@@ -20,10 +20,11 @@ def serve(args):
 
 def initdb(args):
     """Create the schema if it is missing, and with --sample add sample rows (idempotently)."""
-    from wsgiapp import config, db
+    from wsgiapp import config, schema
+    from wsgiapp.pool import Unavailable
     try:
-        rows = db.initdb(config.from_environ(), sample=args.sample)
-    except db.Unavailable as error:
+        rows = schema.initdb(config.from_environ(), sample=args.sample)
+    except Unavailable as error:
         sys.exit(f'initdb: {error}')
     print(f'initdb: vc_admin is ready with {rows} rows', file=sys.stderr)
 

@@ -28,6 +28,7 @@ from wsgiapp.http import (  # noqa: E402
     json_response,
     text,
 )
+from wsgiapp.pool import Unavailable  # noqa: E402
 from wsgiapp.version import VERSION  # noqa: E402
 from wsgiapp.views import Views  # noqa: E402
 
@@ -58,8 +59,6 @@ class Application:
 
     def __call__(self, environ, start_response):
         request = Request(environ)
-        if self.database.replicas:  # what the last request on this thread left: not ours
-            self.database.local.source = self.database.local.token = None
         try:
             if request.path is None:
                 raise BadRequest('the path is not valid UTF-8')
@@ -71,7 +70,7 @@ class Application:
             response = handler(request, *args)
         except HTTPError as error:
             response = self.error(request, error)
-        except db.Unavailable as error:
+        except Unavailable as error:
             response = self.error(request, self.unavailable(request, error))
         except Exception:
             self.log(request, 'unexpected error\n' + traceback.format_exc())
@@ -127,10 +126,6 @@ class Application:
             if response.content_type.startswith('text/html'):
                 headers.append(('Content-Security-Policy', CSP))
         headers.extend(response.headers)
-        source = self.database.replicas and getattr(self.database.local, 'source', None)
-        if source:
-            # Which server answered the read: nginx logs it and keeps it from clients.
-            headers.append(('X-Read-Source', source))
         start_response(STATUS_LINES[response.status], headers)
         return [] if request.method == 'HEAD' or not body else [body]
 

@@ -9,7 +9,9 @@ import stat
 
 import MySQLdb
 
-from wsgiapp import config, db
+from wsgiapp import config
+from wsgiapp.pool import connect_kwargs, describe
+from wsgiapp.schema import TABLES
 
 DEFAULT_RUN_DIR = '/run/wsgiapp'
 DEFAULT_ENV_FILE = '/etc/wsgiapp/env'  # the systemd unit's EnvironmentFile=
@@ -455,27 +457,27 @@ def check_database(report, environ):
         report.fail(settings.database_problem, fix)
         return
     try:
-        con = MySQLdb.connect(**db.connect_kwargs(settings, connect_timeout=2, read_timeout=2))
+        con = MySQLdb.connect(**connect_kwargs(settings, connect_timeout=2, read_timeout=2))
     except MySQLdb.OperationalError as error:
         code = error.args[0] if error.args else 0
         if code in (1044, 1045, 1698):
-            fix = 'check the user and password in DATABASE_URL and the GRANT (README: "The database user")'
+            fix = 'check the user and password in DATABASE_URL and the GRANT (docs/deploy.rst, step 2)'
         elif code == 1049:
             fix = 'create the database named in DATABASE_URL, or fix its name'
         else:
             fix = 'start MariaDB, or fix the host, port or unix_socket in DATABASE_URL'
-        report.fail(f'the database refused or could not be reached: {db.describe(error)}', fix)
+        report.fail(f'the database refused or could not be reached: {describe(error)}', fix)
         return
     try:
         cursor = con.cursor()
         cursor.execute('SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()')
         present = {name for (name,) in cursor.fetchall()}
-        missing = [table for table in db.TABLES if table not in present]
+        missing = [table for table in TABLES if table not in present]
         if not missing:
-            report.ok(f'DATABASE_URL connects and {" and ".join(db.TABLES)} exist')
+            report.ok(f'DATABASE_URL connects and {" and ".join(TABLES)} exist')
         else:
             report.fail(f'the database has no {" and no ".join(missing)} table',
-                        'run: python -m wsgiapp initdb (then GRANT the app user on it: README, step 2)')
+                        'run: python -m wsgiapp initdb (then GRANT the app user on it: docs/deploy.rst, step 2)')
     finally:
         con.close()
 

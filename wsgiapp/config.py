@@ -22,7 +22,7 @@ class Settings:
     max_body: int = 65536      # bytes
     cache_seconds: int = 1     # how long nginx (a shared cache) may answer a read without the app
     stale_if_error: int = 60   # how long past that it may answer while the database is away
-    replicas: tuple = ()       # connect() kwargs of each replica (DATABASE_REPLICA_URL)
+    replica_databases: tuple = ()  # connect() kwargs of each replica (DATABASE_REPLICA_URL)
     replica_wait: float = 0.5  # how long a read with a token waits for its replica to catch up
     replica_max_lag: float = 5.0  # how stale a read without a token may be
 
@@ -32,7 +32,7 @@ class Settings:
                 f'pool_timeout={self.pool_timeout}, connect_timeout={self.connect_timeout}, '
                 f'read_timeout={self.read_timeout}, max_body={self.max_body}, '
                 f'cache_seconds={self.cache_seconds}, stale_if_error={self.stale_if_error}, '
-                f'replicas={len(self.replicas)}, replica_wait={self.replica_wait}, '
+                f'replica_databases={len(self.replica_databases)}, replica_wait={self.replica_wait}, '
                 f'replica_max_lag={self.replica_max_lag})')
 
 
@@ -173,7 +173,7 @@ def from_environ(environ=None):
     return Settings(
         database=database,
         database_problem=problem,
-        replicas=replica_urls(environ.get('DATABASE_REPLICA_URL', '')),
+        replica_databases=replica_urls(environ.get('DATABASE_REPLICA_URL', '')),
         api_token=environ.get('WSGIAPP_API_TOKEN') or None,
         **{field: number(environ, name) for name, (field, *_) in NUMBERS.items()},
     )

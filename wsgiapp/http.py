@@ -232,7 +232,7 @@ class Request:
     def consistency_token(self):
         """The client's last write, as its consistency token: the X-Consistency-Token header,
         else the wsgiapp_consistency cookie; None when it sent neither. Whatever it is, the
-        database layer weighs it (db.gtid_position): a bad one sends the read to the primary."""
+        database layer weighs it (replicas.gtid_position): a bad one sends the read to the primary."""
         given = self.environ.get('HTTP_X_CONSISTENCY_TOKEN')
         if given is not None:
             return given

@@ -53,7 +53,7 @@ _ADMIN = {'description': 'The admin.', 'content': {'application/json': {'schema'
 _ID = {'name': 'id', 'in': 'path', 'required': True,
        'schema': {'type': 'integer', 'minimum': 0, 'maximum': 9999999999}}
 _WRITE_ERRORS = (400, 401, 403, 413, 415, 422, 429, 503, 500)
-# Read your writes, with replicas (README: "Replicas"): a write answers with a token, a read
+# Read your writes, with replicas (docs/replicas.rst): a write answers with a token, a read
 # sends it back (header or cookie) and sees that write.
 _TOKEN_DOC = ('The consistency token of this client\'s last write (X-Consistency-Token of its answer, '
               'a MariaDB GTID position such as 0-1-42). With read replicas, the read waits until its '

@@ -11,7 +11,7 @@ def page(title, body):
     return f'{_HEAD}<title>{escape(title)}</title>\n</head>\n<body>\n<main>\n{body}</main>\n</body>\n</html>\n'
 
 
-HELLO_WORLD = page('hello world', '<h1>hello world</h1>\n<p><a href="/admins">admins</a></p>\n')
+HELLO_WORLD_HTML = page('hello world', '<h1>hello world</h1>\n<p><a href="/admins">admins</a></p>\n')
 
 
 def hello(name):

@@ -4,7 +4,8 @@ import hashlib
 import json
 import unicodedata
 
-from wsgiapp import db, pages
+from wsgiapp import pages
+from wsgiapp.admins import Admins, DuplicateName, KeyInProgress, KeyReused, as_item
 from wsgiapp.http import (
     Conflict,
     FailedTokens,
@@ -22,7 +23,7 @@ from wsgiapp.version import VERSION
 MAX_ID = 2**32 - 1  # INT UNSIGNED
 DEFAULT_LIMIT, MAX_LIMIT = 10, 100
 FIELD_LIMITS = {'name': 64, 'email': 254}
-HELLO_WORLD = pages.HELLO_WORLD.encode('utf-8')  # the same bytes every time: encoded once
+HELLO_WORLD_BYTES = pages.HELLO_WORLD_HTML.encode('utf-8')  # the same bytes every time: encoded once
 # Control (Cc), invisible format (Cf: U+202E RIGHT-TO-LEFT OVERRIDE, U+2066-2069 isolates,
 # U+200B, U+FEFF...), line and paragraph separators (Zl, Zp) and lone surrogates (Cs): they
 # make a name display as something else, reorder the text around it, or break lines.
@@ -69,6 +70,7 @@ class Views:
     def __init__(self, settings, database):
         self.settings = settings
         self.db = database
+        self.admins = Admins(database)
         self.openapi = json.dumps(OPENAPI, indent=1).encode('utf-8')  # built once
         self.failed_tokens = FailedTokens()
 
@@ -76,32 +78,41 @@ class Views:
         limit = request.int_param('limit', DEFAULT_LIMIT, 1, MAX_LIMIT)
         after = request.int_param('after', 0, 0, MAX_ID)
         # One more row tells whether a next page exists.
-        rows = self.db.list_admins(after, limit + 1, request.consistency_token())
+        read = self.admins.list_admins(after, limit + 1, request.consistency_token())
+        rows = read.result
         if len(rows) > limit:
-            return rows[:limit], f'?after={rows[limit - 1][0]}&limit={limit}'
-        return rows, None
+            return rows[:limit], f'?after={rows[limit - 1][0]}&limit={limit}', self._answered(read)
+        return rows, None, self._answered(read)
+
+    def _answered(self, read):
+        """With replicas: which server answered the read. nginx logs it and keeps it from clients."""
+        return [('X-Read-Source', read.source)] if self.db.replicated else []
+
+    def _written(self, written):
+        """With replicas: the consistency token of the write just committed (docs/replicas.rst)."""
+        return consistency_headers(written.token) if written.token else []
 
     # HTML
 
     def hello(self, request, name=None):
-        return html(HELLO_WORLD if name is None else pages.hello(name))
+        return html(HELLO_WORLD_BYTES if name is None else pages.hello(name))
 
     def admins_page(self, request):
-        rows, next_query = self._page(request)
-        return html(pages.admins(rows, next_query and '/admins' + next_query))
+        rows, next_query, headers = self._page(request)
+        return html(pages.admins(rows, next_query and '/admins' + next_query), headers=headers)
 
     # JSON API
 
     def list_admins(self, request):
-        rows, next_query = self._page(request)
-        return json_response({'items': [db.as_item(row) for row in rows],
-                              'next': next_query and '/api/admins' + next_query})
+        rows, next_query, headers = self._page(request)
+        return json_response({'items': [as_item(row) for row in rows],
+                              'next': next_query and '/api/admins' + next_query}, headers=headers)
 
     def get_admin(self, request, admin_id):
-        row = self.db.get_admin(int(admin_id), request.consistency_token())
-        if row is None:
-            raise NotFound(f'admin {admin_id} does not exist')
-        return json_response(db.as_item(row))
+        read = self.admins.get_admin(int(admin_id), request.consistency_token())
+        if read.result is None:
+            raise NotFound(f'admin {admin_id} does not exist', self._answered(read))
+        return json_response(as_item(read.result), headers=self._answered(read))
 
     def create_admin(self, request):
         request.require_bearer(self.settings.api_token, self.failed_tokens)
@@ -110,43 +121,41 @@ class Views:
         fields = validate(body, partial=False)
         try:
             if key is None:
-                row = self.db.create_admin(fields['name'], fields['email'])
-                return json_response(db.as_item(row), 201,
-                                     [('Location', f'/api/admins/{row[0]}'), *self._written()])
+                written = self.admins.create_admin(fields['name'], fields['email'])
+                row = written.result
+                return json_response(as_item(row), 201,
+                                     [('Location', f'/api/admins/{row[0]}'), *self._written(written)])
             # The same key and the same fields: the first answer again, and no second row.
             fingerprint = hashlib.sha256(json.dumps(fields, sort_keys=True).encode('utf-8')).digest()
-            status, item, location, replayed = self.db.create_admin_once(
+            written = self.admins.create_admin_once(
                 key.encode('ascii'), fingerprint, fields['name'], fields['email'])
-        except db.DuplicateName:
+        except DuplicateName:
             raise Conflict('an admin with this name already exists') from None
-        except db.KeyInProgress:
+        except KeyInProgress:
             raise Conflict('a request with this Idempotency-Key is still being processed; retry shortly') from None
-        except db.KeyReused:
+        except KeyReused:
             raise UnprocessableEntity('this Idempotency-Key was used with a different request body') from None
-        return json_response(item, status, [('Location', location), *self._written()]
+        status, item, location, replayed = written.result
+        return json_response(item, status, [('Location', location), *self._written(written)]
                              + ([('Idempotent-Replayed', 'true')] if replayed else []))
 
     def update_admin(self, request, admin_id):
         request.require_bearer(self.settings.api_token, self.failed_tokens)
         changes = validate(request.json_object(self.settings.max_body), partial=True)
         try:
-            row = self.db.update_admin(int(admin_id), changes)
-        except db.DuplicateName:
+            written = self.admins.update_admin(int(admin_id), changes)
+        except DuplicateName:
             raise Conflict('an admin with this name already exists') from None
-        if row is None:
+        if written.result is None:
             raise NotFound(f'admin {admin_id} does not exist')
-        return json_response(db.as_item(row), headers=self._written())
+        return json_response(as_item(written.result), headers=self._written(written))
 
     def delete_admin(self, request, admin_id):
         request.require_bearer(self.settings.api_token, self.failed_tokens)
-        if not self.db.delete_admin(int(admin_id)):
+        written = self.admins.delete_admin(int(admin_id))
+        if not written.result:
             raise NotFound(f'admin {admin_id} does not exist')
-        return no_content(self._written())
-
-    def _written(self):
-        """With replicas: the consistency token of the write just committed (README: "Replicas")."""
-        token = self.db.replicas and getattr(self.db.local, 'token', None)
-        return consistency_headers(token) if token else []
+        return no_content(self._written(written))
 
     def openapi_document(self, request):
         return json_response(self.openapi)
@@ -157,5 +166,5 @@ class Views:
         return text(f'ok version={VERSION}\n')
 
     def readyz(self, request):
-        self.db.ping(timeout=1)  # db.Unavailable becomes a 503, in app.py
+        self.db.ping(timeout=1)  # pool.Unavailable becomes a 503, in app.py
         return text('ready\n')
