@@ -15,9 +15,10 @@ import uuid
 
 import MySQLdb
 
-from wsgiapp import config, db
 from launcher.mariadb import MariaDB
 from launcher.process import ROOT
+from wsgiapp import admins, config, db, schema
+from wsgiapp.pool import connect_kwargs
 
 
 def main(argv=None):
@@ -28,10 +29,10 @@ def main(argv=None):
     server = MariaDB(ROOT / 'var' / f'pool-{uuid.uuid4().hex[:8]}', port=free_port())
     server.start()
     try:
-        db.initdb(config.from_environ({'DATABASE_URL': server.admin_url()}), sample=True)
+        schema.initdb(config.from_environ({'DATABASE_URL': server.admin_url()}), sample=True)
         settings = config.from_environ({'DATABASE_URL': server.url(tcp=True)})
-        kwargs = db.connect_kwargs(settings)
-        query, params = db.LIST_PAGE, (0, 11)
+        kwargs = connect_kwargs(settings)
+        query, params = admins.LIST_PAGE, (0, 11)
         raw = MySQLdb.connect(**kwargs)
 
         def bare():
@@ -39,7 +40,7 @@ def main(argv=None):
             cursor.execute(query, params)
             return cursor.fetchall()
 
-        database = db.Database(settings)
+        database = admins.Admins(db.Database(settings))
         variants = {'mysqlclient alone': bare, 'wsgiapp Pool': lambda: database.list_admins(*params)}
         try:
             from dbutils.persistent_db import PersistentDB

@@ -26,9 +26,11 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
-from launcher.cluster import APP_NAME, SERVER_OPTIONS
+from launcher import procs
+from launcher.cluster import SERVER_OPTIONS, app_link_files
 from launcher.mariadb import MariaDB
 from launcher.nginx import Nginx
 from launcher.process import ROOT, free_port, say
@@ -36,6 +38,7 @@ from launcher.replication import caught_up, local_pair
 from launcher.single import make_run_dir, remove_run_dir, run_dir_for
 from launcher.tls import Authority
 from launcher.uwsgi import Uwsgi
+from launcher.wait import TimedOut, wait_for
 
 PEERS = {  # name -> WSGI module
     'ceiling': 'bench.peers.ceiling:application',
@@ -58,7 +61,6 @@ OVERLOAD = (32, 256, 1000)  # connections, for uncached reads
 # The peers are compared as apps, each request reaching uwsgi: a consistency token makes a
 # request private to nginx, so it passes the cache (and its lock) by. `edge` measures the cache.
 PAST_THE_CACHE = ('X-Consistency-Token: bench',)
-TICKS = os.sysconf('SC_CLK_TCK')
 # The link between nginx and uwsgi, for the same app and site: `unix` as one host serves it
 # (the peers above); `mtls` as the cluster's edge reaches an app host (conf/uwsgi.ini's
 # WSGIAPP_LINK: the uwsgi protocol over TLS with a mandatory client certificate, and
@@ -80,56 +82,16 @@ PAST_THE_CACHE_ANY_SERVER = ('Authorization: Bearer x',)
 DB_COUNTERS = ('Com_select', 'Com_show_slave_status')
 
 
-def cpu_seconds(master_pid):
-    """User + system CPU of a master (uwsgi's, nginx's) and its children, including those
-    already reaped."""
-    total = 0
-    for stat in Path('/proc').glob('[0-9]*/stat'):
-        try:
-            fields = stat.read_text().rsplit(')', 1)[1].split()
-        except OSError:
-            continue
-        pid, ppid = int(stat.parent.name), int(fields[1])
-        if pid == master_pid:
-            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
-        elif ppid == master_pid:
-            total += int(fields[11]) + int(fields[12])
-    return total / TICKS
-
-
-def process_cpu_seconds(pid):
-    """User + system CPU of one process, all its threads (a mariadbd, which has no children)."""
-    fields = Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
 def db_counters(server):
     """DB_COUNTERS of one MariaDB, as numbers."""
     names = ', '.join(f"'{name}'" for name in DB_COUNTERS)
     return {name: int(value) for name, value in server.sql(f'SHOW GLOBAL STATUS WHERE Variable_name IN ({names})')}
 
 
-def children(master_pid):
-    """How many processes `master_pid` has (uwsgi's: its workers)."""
-    count = 0
-    for stat in Path('/proc').glob('[0-9]*/stat'):
-        try:
-            count += int(stat.read_text().rsplit(')', 1)[1].split()[1]) == master_pid
-        except (OSError, IndexError, ValueError):
-            continue
-    return count
-
-
-def worker_rss_kib(master_pid):
-    sizes = []
-    for status in Path('/proc').glob('[0-9]*/status'):
-        try:
-            text = status.read_text()
-        except OSError:
-            continue
-        if re.search(rf'^PPid:\s+{master_pid}$', text, re.M):
-            sizes.append(int(re.search(r'^VmRSS:\s+(\d+)', text, re.M).group(1)))
-    return max(sizes) if sizes else 0
+def master_cpu_seconds(server):
+    """User + system CPU of a server's master (uwsgi's, nginx's) and its workers, including
+    those it has already reaped."""
+    return procs.cpu_seconds(server.pid(), with_children=True)
 
 
 def _ms(value, unit):
@@ -179,14 +141,7 @@ class Bench:
 
     def sql(self, *statements, server=None):
         """Run statements as the admin (of `server`, the bench's MariaDB by default); the last one's rows."""
-        import MySQLdb
-        con = MySQLdb.connect(**(server or self.mariadb).admin_kwargs(), database='wsgiapp')
-        cursor = con.cursor()
-        for statement in statements:
-            cursor.execute(statement)
-        rows = cursor.fetchall()
-        con.close()
-        return rows
+        return (server or self.mariadb).sql(*statements, database='wsgiapp')
 
     def fill(self, rows, server=None):
         """vc_admin with exactly `rows` rows, ids 1..rows (MariaDB's sequence engine makes them fast)."""
@@ -201,31 +156,28 @@ class Bench:
         """Wait until InnoDB has written the new rows out. Otherwise its background flushing
         of a million fresh rows runs during the measurements and is counted as query cost."""
         self.sql('SET GLOBAL innodb_max_dirty_pages_pct = 0', server=server)
-        deadline = time.monotonic() + seconds
         try:
-            while int(self.sql("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'", server=server)[0][1]) > 0:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
+            wait_for(lambda: int(self.sql("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'",
+                                          server=server)[0][1]) == 0,
+                     seconds, 'InnoDB did not write its dirty pages out', interval=0.2)
+        except TimedOut as error:
+            say(f'{error}; measuring anyway')
         finally:
             self.sql('SET GLOBAL innodb_max_dirty_pages_pct = DEFAULT', server=server)
 
     def link_files(self, directory):
-        """The mutual-TLS link's files, as the cluster makes them (cluster.py: AppHost.certificate,
-        Cluster.edge_certificates): the app host's certificate for APP_NAME (nginx checks it)
-        with the link's CA in `directory` under the names conf/uwsgi.ini reads; and the edge's
-        client certificate, key and that CA, for Nginx's `link`."""
-        cert, key = self.link_ca.issue('app', dns=[APP_NAME], ips=['127.0.0.1'])
-        directory.mkdir(parents=True, exist_ok=True)
-        for source, name in ((cert, 'app.pem'), (key, 'app.key'), (self.link_ca.cert, 'ca.pem')):
-            shutil.copy(source, directory / name)
-            (directory / name).chmod(0o600)
+        """The mutual-TLS link's files, as the cluster makes them: the app host's in `directory`
+        (cluster.app_link_files), and the edge's client certificate, key and the link's CA, for
+        Nginx's `link`."""
+        app_link_files(self.link_ca, 'app', '127.0.0.1', directory)
         return (*self.link_ca.issue('edge-client', client=True), self.link_ca.cert)
 
+    @contextmanager
     def serve(self, peer, link='unix', databases=None, name=None):
-        """uwsgi with conf/uwsgi.ini's settings and this peer's module, nginx in front,
-        joined by `link` (LINKS); reading on the bench's MariaDB, or as `databases` says
-        (DATABASE_URL, DATABASE_REPLICA_URL); its files under `name`."""
+        """with serve(...) as (uwsgi, nginx): uwsgi with conf/uwsgi.ini's settings and this
+        peer's module, nginx in front, joined by `link` (LINKS); reading on the bench's MariaDB,
+        or as `databases` says (DATABASE_URL, DATABASE_REPLICA_URL); its files under `name`.
+        Both are stopped when the block ends, whatever happened."""
         ini = (ROOT / 'conf' / 'uwsgi.ini').read_text()
         ini = ini.replace('module = wsgiapp.app:application', f'module = {PEERS[peer]}')
         ini = ini.replace('chdir = %d..', f'chdir = {ROOT}')
@@ -251,16 +203,16 @@ class Bench:
         make_run_dir(run_dir)
         self.run_dirs.append(run_dir)
         uwsgi = Uwsgi(directory, run_dir=run_dir, ini=self.ini)
-        uwsgi.start(environ)
         cert, key = self.authority.issue('localhost', ips=['127.0.0.1'])
         nginx = Nginx(directory, free_port(), upstream or uwsgi.socket, free_port(), (cert, key, self.authority.cert),
                       run_dir=run_dir, link=edge)
         try:
+            uwsgi.start(environ)
             nginx.start()
-        except BaseException:
+            yield uwsgi, nginx
+        finally:
+            nginx.stop()
             uwsgi.stop()
-            raise
-        return uwsgi, nginx
 
     def measure(self, peer, uwsgi, nginx, label, path, headers=(), connections=32, seconds=None, servers=None):
         """wrk on `path` after a 1 s warm-up; uwsgi's and nginx's CPU per request; and for each
@@ -274,11 +226,11 @@ class Bench:
         wrk(url, 1, script, args(), connections, headers)  # warm-up: connections, caches
         window = time.monotonic()  # over which DB_COUNTERS grow: a little more than the run
         counted = {name: db_counters(server) for name, server in servers.items()}  # before the CPU: not in it
-        db_before = {name: process_cpu_seconds(server.pid()) for name, server in servers.items()}
-        before, before_nginx = cpu_seconds(uwsgi.pid()), cpu_seconds(nginx.pid())
+        db_before = {name: procs.cpu_seconds(server.pid()) for name, server in servers.items()}
+        before, before_nginx = master_cpu_seconds(uwsgi), master_cpu_seconds(nginx)
         result = wrk(url, seconds or self.seconds, script, args(), connections, headers)
-        after, after_nginx = cpu_seconds(uwsgi.pid()), cpu_seconds(nginx.pid())
-        db_after = {name: process_cpu_seconds(server.pid()) for name, server in servers.items()}
+        after, after_nginx = master_cpu_seconds(uwsgi), master_cpu_seconds(nginx)
+        db_after = {name: procs.cpu_seconds(server.pid()) for name, server in servers.items()}
         requests = max(result['requests'], 1)
         result['cpu_us_per_request'] = (after - before) / requests * 1e6
         result['nginx_cpu_us_per_request'] = (after_nginx - before_nginx) / requests * 1e6
@@ -296,17 +248,16 @@ class Bench:
         import ssl
         import urllib.request
         self.fill(SMALL)
-        uwsgi, nginx = self.serve('wsgiapp')
-        context = ssl.create_default_context(cafile=str(self.authority.cert))
-        with urllib.request.urlopen(f'{nginx.url}/api/admins', context=context) as response:
-            body, etag = response.read(), response.headers['ETag']
-        (nginx.static / 'admins.json').write_bytes(body)  # nginx serves it from disk
         private = (f'Authorization: Bearer {self.token}',)
-        cases = {'cached': ('/api/admins', ()), 'uncached': ('/api/admins', private),
-                 'static file, same bytes': ('/static/admins.json', ()),
-                 '304 (If-None-Match)': ('/api/admins', (f'If-None-Match: {etag}',))}
         samples, overload = {}, {}
-        try:
+        with self.serve('wsgiapp') as (uwsgi, nginx):
+            context = ssl.create_default_context(cafile=str(self.authority.cert))
+            with urllib.request.urlopen(f'{nginx.url}/api/admins', context=context) as response:
+                body, etag = response.read(), response.headers['ETag']
+            (nginx.static / 'admins.json').write_bytes(body)  # nginx serves it from disk
+            cases = {'cached': ('/api/admins', ()), 'uncached': ('/api/admins', private),
+                     'static file, same bytes': ('/static/admins.json', ()),
+                     '304 (If-None-Match)': ('/api/admins', (f'If-None-Match: {etag}',))}
             for round_number in range(1, self.rounds + 1):
                 for label, (path, headers) in cases.items():
                     say(f'round {round_number}/{self.rounds}: edge {label}')
@@ -316,9 +267,6 @@ class Bench:
                     overload.setdefault(connections, []).append(self.measure(
                         'wsgiapp', uwsgi, nginx, 'overload', '/api/admins', private, connections,
                         seconds=self.overload_seconds))
-        finally:
-            nginx.stop()
-            uwsgi.stop()
         fields = ('rps', 'p50_ms', 'p99_ms', 'cpu_us_per_request', 'errors')
         cached = {label: {f: statistics.median(s[f] for s in runs) for f in fields} for label, runs in samples.items()}
         loads = {c: {f: statistics.median(s.get(f, 0) for s in runs)
@@ -334,24 +282,18 @@ class Bench:
         samples = {}
         for round_number in range(1, self.rounds + 1):
             for link in LINKS:
-                uwsgi, nginx = self.serve('wsgiapp', link)
-                try:
+                with self.serve('wsgiapp', link) as (uwsgi, nginx):
                     for route in LINK_ROUTES:
                         say(f'round {round_number}/{self.rounds}: link {link} {route}')
                         samples.setdefault(link, {}).setdefault(route, []).append(
                             self.measure('wsgiapp', uwsgi, nginx, route, route, PAST_THE_CACHE))
-                finally:
-                    nginx.stop()
-                    uwsgi.stop()
         table = {}
         for link, routes in samples.items():
             for route, runs in routes.items():
                 row = {field: statistics.median(s[field] for s in runs)
                        for field in ('rps', 'p50_ms', 'p99_ms', 'cpu_us_per_request', 'nginx_cpu_us_per_request')}
                 row['uwsgi_cpu_us_per_request'] = row.pop('cpu_us_per_request')
-                row['errors'] = sum(s['errors'] for s in runs)  # socket errors and 4xx/5xx (wrk)
-                row['non_2xx'] = sum(s.get('502', 0) + s.get('503', 0) + s.get('other', 0) for s in runs)
-                table.setdefault(link, {})[route] = row
+                table.setdefault(link, {})[route] = row | failures(runs)
         for routes in table.values():
             for route, row in routes.items():
                 unix = table['unix'][route]
@@ -378,16 +320,12 @@ class Bench:
                      'replica': {'DATABASE_URL': primary.url(tcp=True), 'DATABASE_REPLICA_URL': replica.url(tcp=True)}}
             for round_number in range(1, self.rounds + 1):
                 for case in REPLICA_CASES:
-                    uwsgi, nginx = self.serve('wsgiapp', databases=cases[case], name=f'wsgiapp-reads-{case}')
-                    try:
+                    with self.serve('wsgiapp', databases=cases[case], name=f'wsgiapp-reads-{case}') as (uwsgi, nginx):
                         say(f'round {round_number}/{self.rounds}: reads on the {case}, {REPLICA_ROUTE}')
                         result = self.measure('wsgiapp', uwsgi, nginx, REPLICA_ROUTE, REPLICA_ROUTE,
                                               PAST_THE_CACHE_ANY_SERVER, servers=servers)
-                        result['uwsgi_workers'] = children(uwsgi.pid())
+                        result['uwsgi_workers'] = len(procs.children(uwsgi.pid()))
                         samples.setdefault(case, []).append(result)
-                    finally:
-                        nginx.stop()
-                        uwsgi.stop()
         finally:
             replica.stop()
             primary.stop()
@@ -397,8 +335,7 @@ class Bench:
                 'rps', 'p50_ms', 'p99_ms', 'cpu_us_per_request', 'nginx_cpu_us_per_request',
                 'primary_cpu_us_per_request', 'replica_cpu_us_per_request')}
             row['uwsgi_cpu_us_per_request'] = row.pop('cpu_us_per_request')
-            row['errors'] = sum(s['errors'] for s in runs)  # socket errors and 4xx/5xx (wrk)
-            row['non_2xx'] = sum(s.get('502', 0) + s.get('503', 0) + s.get('other', 0) for s in runs)
+            row |= failures(runs)
             row['requests'] = sum(s['requests'] for s in runs)
             for name in servers:
                 row[f'{name}_selects'] = sum(s[f'{name}_selects'] for s in runs)
@@ -416,47 +353,47 @@ class Bench:
 
     def run(self, deep=True):
         self.mariadb.start()
-        from wsgiapp import config, db
-        db.initdb(config.from_environ({'DATABASE_URL': self.mariadb.admin_url()}))
+        from wsgiapp import config, schema
+        schema.initdb(config.from_environ({'DATABASE_URL': self.mariadb.admin_url()}))
         runs, rss, scaling = [], {}, {}
         for round_number in range(1, self.rounds + 1):
             for peer in self.peers:
                 self.fill(SMALL)
-                uwsgi, nginx = self.serve(peer)
-                try:
+                with self.serve(peer) as (uwsgi, nginx):
                     for label, (path, peers) in ROUTES.items():
                         if peer in peers:
                             say(f'round {round_number}/{self.rounds}: {peer} {label}')
                             runs.append({'round': round_number, 'peer': peer, 'route': label,
                                          **self.measure(peer, uwsgi, nginx, label, path, PAST_THE_CACHE)})
-                    rss[peer] = worker_rss_kib(uwsgi.pid())
-                finally:
-                    nginx.stop()
-                    uwsgi.stop()
+                    rss[peer] = max((procs.rss_kib(worker.pid) for worker in procs.children(uwsgi.pid())),
+                                    default=0)  # the largest worker
         edge = self.edge() if 'wsgiapp' in self.peers else ({}, {})
         link = self.links() if 'wsgiapp' in self.peers else {}
         replica = self.replicas() if 'wsgiapp' in self.peers else {}
         if deep:
             for rows in (SMALL, LARGE):
                 self.fill(rows)
-                uwsgi, nginx = self.serve('wsgiapp')
-                try:
-                    path = f'/api/admins?after={rows // 2}'
-                    samples = []
+                path = f'/api/admins?after={rows // 2}'
+                samples = []
+                with self.serve('wsgiapp') as (uwsgi, nginx):
                     for round_number in range(1, self.rounds + 1):
                         say(f'round {round_number}/{self.rounds}: wsgiapp {path} at {rows:,} rows')
                         samples.append(self.measure('wsgiapp', uwsgi, nginx, path, path, PAST_THE_CACHE))
-                    scaling[rows] = {key: statistics.median(s[key] for s in samples)
-                                     for key in ('rps', 'p50_ms', 'p99_ms', 'errors')}
-                finally:
-                    nginx.stop()
-                    uwsgi.stop()
+                scaling[rows] = {key: statistics.median(s[key] for s in samples)
+                                 for key in ('rps', 'p50_ms', 'p99_ms', 'errors')}
         return runs, rss, scaling, edge, link, replica
 
     def close(self):
         self.mariadb.stop()
         for run_dir in self.run_dirs:
             remove_run_dir(run_dir)
+
+
+def failures(runs):
+    """What went wrong over `runs`: wrk's socket errors and 4xx/5xx (`errors`), and the
+    answers status.lua counted as other than 2xx (`non_2xx`)."""
+    return {'errors': sum(s['errors'] for s in runs),
+            'non_2xx': sum(s.get('502', 0) + s.get('503', 0) + s.get('other', 0) for s in runs)}
 
 
 def reads_as_expected(case, sample):

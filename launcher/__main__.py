@@ -21,13 +21,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.action.startswith('cluster-'):
         return cluster(args)
-    from wsgiapp import db
     from launcher.single import Stack
+    from wsgiapp.pool import Unavailable
     stack = Stack(args.var, args.port, args.tls_port)
     if args.action == 'up':
         try:
             stack.up()
-        except (RuntimeError, OSError, subprocess.CalledProcessError, db.Unavailable) as error:
+        except (RuntimeError, OSError, subprocess.CalledProcessError, Unavailable) as error:
             print(f'make run failed: {error}', file=sys.stderr)
             return 1
         base = stack.base
@@ -56,8 +56,8 @@ def main(argv=None):
 
 def cluster(args):
     """The cluster's actions (cluster.py); VAR is its directory, var/cluster for make."""
-    from wsgiapp import db
     from launcher.cluster import Cluster
+    from wsgiapp.pool import Unavailable
     hosts = Cluster(args.var, apps=args.apps, namespaces=False if args.loopback else None, replicas=args.replicas)
     try:
         if args.action == 'cluster-up':
@@ -72,7 +72,7 @@ def cluster(args):
             hosts.down()
         else:
             return 0 if hosts.status() else 3
-    except (RuntimeError, OSError, subprocess.CalledProcessError, db.Unavailable) as error:
+    except (RuntimeError, OSError, subprocess.CalledProcessError, Unavailable) as error:
         detail = getattr(error, 'stderr', None) or ''
         print(f'make {args.action.replace("-up", "")} failed: {error} {detail}', file=sys.stderr)
         return 1

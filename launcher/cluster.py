@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import shutil
-import ssl
 from pathlib import Path
 
 from launcher.mariadb import MariaDB
@@ -46,6 +45,18 @@ def release(base, source=ROOT):
     return target
 
 
+def app_link_files(authority, name, address, directory):
+    """An app host's side of the mutual-TLS link, in `directory` under the names conf/uwsgi.ini
+    reads (mode 0600): its certificate `name` from `authority` for APP_NAME and `address`
+    (the edge checks it), its key, and the CA that signs the edge's client certificate. The
+    cluster's app hosts and the benchmark's `mtls` link make them alike."""
+    cert, key = authority.issue(name, dns=[APP_NAME], ips=[address])
+    directory.mkdir(parents=True, exist_ok=True)
+    for source, target in ((cert, 'app.pem'), (key, 'app.key'), (authority.cert, 'ca.pem')):
+        shutil.copy(source, directory / target)
+        (directory / target).chmod(0o600)
+
+
 class AppHost:
     """uwsgi on one app host, serving the release it was last started with."""
 
@@ -66,11 +77,7 @@ class AppHost:
 
     def certificate(self):
         """This host's certificate of the link's CA, and the CA that signs the edge's."""
-        cert, key = self.cluster.link.issue(f'{self.name}-{self.address}', dns=[APP_NAME], ips=[self.address])
-        self.link_dir.mkdir(parents=True, exist_ok=True)
-        for source, name in ((cert, 'app.pem'), (key, 'app.key'), (self.cluster.link.cert, 'ca.pem')):
-            shutil.copy(source, self.link_dir / name)
-            (self.link_dir / name).chmod(0o600)
+        app_link_files(self.cluster.link, f'{self.name}-{self.address}', self.address, self.link_dir)
 
     def start(self, release_dir):
         self.certificate()
@@ -118,7 +125,6 @@ class Cluster:
                           wrap=self.network.wrap('edge'))
         self.url = self.edge.url
         self.tls_port = ports['https']
-        self._context = None
 
     def database_host(self, name, args, grants=MariaDB.APP_GRANTS):
         return MariaDB(self.base / name, port=PORTS[self.network.namespaces]['db'], address=self.network.address(name),
@@ -141,9 +147,8 @@ class Cluster:
                 'DATABASE_REPLICA_URL': ','.join(replica.url(tcp=True) for replica in self.replicas)}
 
     def ssl_context(self):
-        if self._context is None:
-            self._context = ssl.create_default_context(cafile=str(self.ca))
-        return self._context
+        """A client context that trusts the web CA (the edge's certificate), and only it."""
+        return self.web.client_context()
 
     def upstream(self):
         return [f'{app.address}:{app.port} {SERVER_OPTIONS}' + (' down' if app.name in self.drained else '')
@@ -171,9 +176,9 @@ class Cluster:
             self.network.add_host(host)
         for server in databases:
             server.start()
-        from wsgiapp import config, db
+        from wsgiapp import config, schema
         new = not self.db.sql("SHOW TABLES FROM wsgiapp LIKE 'vc_admin'")
-        db.initdb(config.from_environ({'DATABASE_URL': self.db.admin_url()}), sample=new)
+        schema.initdb(config.from_environ({'DATABASE_URL': self.db.admin_url()}), sample=new)
         allow_replicas(self.db, self.client_host)
         for replica in self.replicas:
             follow(self.db, replica)

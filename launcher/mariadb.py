@@ -9,11 +9,11 @@ import pwd
 import secrets
 import signal
 import subprocess
-import time
 from pathlib import Path
 from urllib.parse import quote
 
-from launcher.process import binary, pid_alive, say, secret_file, tail, terminate
+from launcher.process import binary, pid_alive, say, secret_file, tails, terminate
+from launcher.wait import wait_for
 
 APP_USER = 'wsgiapp'
 APP_DATABASE = 'wsgiapp'
@@ -137,16 +137,10 @@ class MariaDB:
                          stderr=subprocess.DEVNULL, start_new_session=True)
 
     def _wait_ready(self, seconds=60):
-        import MySQLdb
-        deadline = time.monotonic() + seconds
-        while True:
-            try:
-                MySQLdb.connect(**self.admin_kwargs(), connect_timeout=2).close()
-                return
-            except MySQLdb.OperationalError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f'MariaDB did not start; its log says:\n{tail(self.log)}') from None
-                time.sleep(0.1)
+        """Until the administrator can connect over the socket; else TimedOut (a RuntimeError)
+        with the last refusal and the server's log tail."""
+        wait_for(lambda: run_sql({**self.admin_kwargs(), 'connect_timeout': 2}, 'SELECT 1'), seconds,
+                 'MariaDB did not start', interval=0.1, detail=lambda: tails(self.log))
 
     def sql(self, *statements, database=None):
         """Run statements as the administrator; the last one's rows."""

@@ -3,10 +3,13 @@ the listen addresses, the certificate, the paths and the logs moved to the launc
 import os
 import shutil
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
-from launcher.process import ROOT, binary, pid_alive, say, tail, terminate
+from launcher import procs
+from launcher.process import ROOT, binary, pid_alive, say, tail, tails, terminate
+from launcher.wait import wait_for
 
 SITE = ROOT / 'conf' / 'nginx' / 'wsgiapp.conf'
 LINK = ROOT / 'conf' / 'nginx' / 'wsgiapp-link.conf'
@@ -142,14 +145,7 @@ class Nginx:
 
     def workers(self):
         """The pids of the master's children (its workers and cache processes)."""
-        master, found = self.pid(), set()
-        for stat in Path('/proc').glob('[0-9]*/stat'):
-            try:
-                if int(stat.read_text().rsplit(')', 1)[1].split()[1]) == master:
-                    found.add(int(stat.parent.name))
-            except (OSError, IndexError, ValueError):
-                pass
-        return found
+        return {child.pid for child in procs.children(self.pid())}
 
     def reload(self, seconds=60):
         """Apply a changed config and return once every old worker has exited: the requests
@@ -157,26 +153,22 @@ class Nginx:
         done = self._nginx('-t')
         if done.returncode != 0:
             raise RuntimeError(f'the new nginx config is invalid, nginx keeps the old one:\n{done.stderr}')
-        import time
         old = self.workers()
         os.kill(self.pid(), signal.SIGHUP)
-        deadline = time.monotonic() + seconds
-        while (self.workers() & old) or not self.workers():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f'the old nginx workers did not finish in {seconds} s:\n{tail(self.error_log)}')
-            time.sleep(0.05)
+
+        def only_new_workers():
+            workers = self.workers()
+            return workers and not workers & old
+        wait_for(only_new_workers, seconds, 'the old nginx workers did not finish',
+                 detail=lambda: f'old workers {sorted(old)}, workers now {sorted(self.workers())}\n'
+                 + tails(self.error_log))
 
     def _wait_listening(self, seconds=10):
-        import socket
-        import time
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection((self.address, self.tls_port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f'nginx did not start listening on {self.url}:\n{tail(self.error_log)}')
+        def listening():
+            with socket.create_connection((self.address, self.tls_port), timeout=1):
+                return True
+        wait_for(listening, seconds, f'nginx did not start listening on {self.url}',
+                 detail=lambda: tails(self.error_log))
 
     def stop(self):
         pid = self.pid()

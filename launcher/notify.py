@@ -2,7 +2,8 @@
 launcher or a test starts (uwsgi sends READY=1 to $NOTIFY_SOCKET once its app is loaded)."""
 import socket
 import tempfile
-import time
+
+from launcher.wait import TimedOut, wait_for
 
 
 class ReadyListener:
@@ -28,15 +29,15 @@ class ReadyListener:
     def wait(self, process, seconds=30):
         """True once READY=1 arrives; False if `process` (a Popen) exits or `seconds` pass first.
         Every message received is kept in .messages."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+
+        def ready_or_exited():
             try:
                 message = self._socket.recv(4096).decode('utf-8', 'replace')
-            except socket.timeout:
-                if process.poll() is not None:
-                    return False
-                continue
+            except socket.timeout:  # 0.2 s of silence
+                return 'exited' if process.poll() is not None else None
             self.messages.append(message)
-            if 'READY=1' in message.split('\n'):
-                return True
-        return False
+            return 'ready' if 'READY=1' in message.split('\n') else None
+        try:
+            return wait_for(ready_or_exited, seconds, 'READY=1', interval=0) == 'ready'
+        except TimedOut:
+            return False

@@ -4,8 +4,11 @@ import os
 import secrets
 import shutil
 import socket
-import time
+from contextlib import suppress
 from pathlib import Path
+
+from launcher.procs import alive as process_alive  # the launcher's (and the tests') name for it
+from launcher.wait import TimedOut, wait_for
 
 # The checkout: conf/, static files and the virtualenv are found from here.
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,14 +33,6 @@ def free_port(address='127.0.0.1'):
         return probe.getsockname()[1]
 
 
-def process_alive(pid):
-    """True for a running process; False for none or a zombie (exited, not yet reaped)."""
-    try:
-        return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
-    except (OSError, IndexError):
-        return False
-
-
 def pid_alive(pidfile):
     """The pid in `pidfile` if that process runs, else None."""
     try:
@@ -48,16 +43,14 @@ def pid_alive(pidfile):
 
 
 def wait_gone(pid, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if not process_alive(pid):
-            try:
-                os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
-            except ChildProcessError:
-                pass
-            return True
-        time.sleep(0.05)
-    return False
+    """True once `pid` has exited (and is reaped, if it is our child); False if it outlives `seconds`."""
+    try:
+        wait_for(lambda: not process_alive(pid), seconds, f'pid {pid} exiting')
+    except TimedOut:
+        return False
+    with suppress(ChildProcessError):  # not our child: someone else reaps it
+        os.waitpid(pid, os.WNOHANG)
+    return True
 
 
 def terminate(name, pid, first, patience, last):
@@ -79,6 +72,11 @@ def tail(path, lines=20):
         return '(no log)'
 
 
+def tails(*logs):
+    """The tail of each log, each under its name: what a server that failed to start said."""
+    return ''.join(f'--- {log}\n{tail(log)}\n' for log in logs)
+
+
 def secret_file(path, make=lambda: secrets.token_urlsafe(24)):
     """The secret in `path`, created on first use with mode 0600 from its first byte:
     O_EXCL so it is never rewritten, the mode given to open() so it is never readable by others."""
@@ -93,20 +91,12 @@ def secret_file(path, make=lambda: secrets.token_urlsafe(24)):
 
 
 def wait_ready(url, context, logs, seconds=30):
-    """Until GET url/readyz answers 200 over HTTPS (trusting `context`); else RuntimeError
-    with the tail of each of `logs`."""
-    import urllib.error
+    """Until GET url/readyz answers 200 over HTTPS (trusting `context`); else TimedOut (a
+    RuntimeError) with the last answer or error and the tail of each of `logs`."""
     import urllib.request
     say(f'waiting for {url}/readyz')
-    deadline, problem = time.monotonic() + seconds, None
-    while True:
-        try:
-            with urllib.request.urlopen(f'{url}/readyz', timeout=2, context=context) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError) as error:
-            problem = error
-        if time.monotonic() > deadline:
-            raise RuntimeError(f'{url}/readyz did not answer 200 ({problem}).\n'
-                               + ''.join(f'--- {log}\n{tail(log)}\n' for log in logs))
-        time.sleep(0.1)
+
+    def ready():
+        with urllib.request.urlopen(f'{url}/readyz', timeout=2, context=context) as response:
+            return response.status == 200
+    wait_for(ready, seconds, f'{url}/readyz did not answer 200', interval=0.1, detail=lambda: tails(*logs))

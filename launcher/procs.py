@@ -3,10 +3,18 @@ reads /proc once per call and knows a zombie from a running process)."""
 import psutil
 
 
+def _process(pid):
+    """psutil.Process(pid), refusing None: psutil would take that for this very process (a
+    pid file that names nothing must not make the launcher look at itself)."""
+    if pid is None:
+        raise psutil.NoSuchProcess(pid)
+    return psutil.Process(pid)
+
+
 def alive(pid):
     """True for a running process; False for none or a zombie (exited, not yet reaped)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return _process(pid).status() != psutil.STATUS_ZOMBIE
     except (psutil.Error, ValueError):
         return False
 
@@ -14,8 +22,8 @@ def alive(pid):
 def children(pid):
     """The direct children of `pid` (uwsgi's workers, nginx's workers): psutil.Process each."""
     try:
-        return psutil.Process(pid).children()
-    except psutil.Error:
+        return _process(pid).children()
+    except (psutil.Error, ValueError):
         return []
 
 
@@ -23,7 +31,7 @@ def cpu_seconds(pid, with_children=False):
     """User + system CPU seconds of one process and all its threads; with `with_children`,
     also of its live children and of those it has reaped (a master and its workers)."""
     try:
-        process = psutil.Process(pid)
+        process = _process(pid)
         times = process.cpu_times()
         total = times.user + times.system
         if with_children:
@@ -35,7 +43,7 @@ def cpu_seconds(pid, with_children=False):
                     continue
                 total += child_times.user + child_times.system
         return total
-    except psutil.Error:
+    except (psutil.Error, ValueError):
         return 0.0
 
 
@@ -52,7 +60,8 @@ def find(predicate):
 
 
 def rss_kib(pid):
+    """Resident memory of one process, KiB (0 for none)."""
     try:
-        return psutil.Process(pid).memory_info().rss // 1024
-    except psutil.Error:
+        return _process(pid).memory_info().rss // 1024
+    except (psutil.Error, ValueError):
         return 0

@@ -2,10 +2,10 @@
 follow it by GTID (`CHANGE MASTER TO ... MASTER_USE_GTID=slave_pos`), each seeded from the
 primary with mariadb-dump, MariaDB's own tool, at a consistent GTID position."""
 import subprocess
-import time
 
 from launcher.mariadb import APP_DATABASE, LOCAL_ONLY, MariaDB
 from launcher.process import binary, free_port, say, secret_file
+from launcher.wait import wait_for
 
 REPLICATION_USER = 'replication'
 # Both roles keep a binary log with every change they apply (log_slave_updates), so a replica
@@ -64,32 +64,30 @@ def follow(primary, replica):
 
 def caught_up(primary, replica, seconds=60):
     """Wait until the replica has applied everything the primary has logged; either may be
-    starting again meanwhile."""
-    import MySQLdb
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if replica.sql('SELECT @@gtid_slave_pos') == primary.sql('SELECT @@gtid_binlog_pos'):
-                return
-        except MySQLdb.Error:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f'the replica {replica.address}:{replica.port} did not catch up in {seconds} s')
-        time.sleep(0.05)
+    starting again meanwhile. Else TimedOut (a RuntimeError and an AssertionError) with the
+    last positions of both."""
+    seen = {}
+
+    def same_position():
+        seen['replica'] = replica.sql('SELECT @@gtid_slave_pos')[0][0]
+        seen['primary'] = primary.sql('SELECT @@gtid_binlog_pos')[0][0]
+        return seen['replica'] == seen['primary']
+    wait_for(same_position, seconds, f'the replica {replica.address}:{replica.port} did not catch up',
+             detail=lambda: f'GTID positions: {seen}')
 
 
 def local_pair(base):
     """A primary and a replica following it, both on 127.0.0.1 (free ports), under `base`,
     with the schema: what the tests and the benchmark use. (primary, replica), started;
     the caller stops them."""
-    from wsgiapp import config, db
+    from wsgiapp import config, schema
     primary = MariaDB(base / 'primary', port=free_port(), extra_args=PRIMARY_ARGS)
     replica = MariaDB(base / 'replica', port=free_port(), server_id=2, extra_args=REPLICA_ARGS,
                       app_grants=REPLICA_GRANTS)
     try:
         primary.start()
         replica.start()
-        db.initdb(config.from_environ({'DATABASE_URL': primary.admin_url()}))
+        schema.initdb(config.from_environ({'DATABASE_URL': primary.admin_url()}))
         allow_replicas(primary, '127.0.0.1')
         follow(primary, replica)
     except BaseException:

@@ -12,7 +12,6 @@ import hashlib
 import os
 import re
 import shutil
-import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -45,8 +44,9 @@ def make_run_dir(path):
 
 
 def remove_run_dir(path):
+    """The run directory goes with the stack, wherever it was (make stop leaves no socket)."""
+    shutil.rmtree(path, ignore_errors=True)
     if path.parent == SYSTEM_RUN:
-        shutil.rmtree(path, ignore_errors=True)
         try:
             SYSTEM_RUN.rmdir()
         except OSError:
@@ -68,8 +68,8 @@ class Stack:
                            run_dir=self.run_dir)
         self.url = self.nginx.url
         self.http_url = self.nginx.http_url
-        self.ca = self.tls_dir / 'ca.pem'
-        self._context = None
+        self.authority = Authority(self.tls_dir)
+        self.ca = self.authority.cert
 
     def token(self):
         return secret_file(self.base / 'api-token')
@@ -80,13 +80,11 @@ class Stack:
 
     def ssl_context(self):
         """A client context that trusts this stack's certificate authority, and only it."""
-        if self._context is None:
-            self._context = ssl.create_default_context(cafile=str(self.ca))
-        return self._context
+        return self.authority.client_context()
 
     def certificate(self):
         """A certificate for 127.0.0.1 and localhost, signed by a CA of this directory."""
-        cert, _ = Authority(self.tls_dir).issue('localhost', dns=['localhost'], ips=['127.0.0.1', '::1'])
+        cert, _ = self.authority.issue('localhost', dns=['localhost'], ips=['127.0.0.1', '::1'])
         fullchain = self.tls_dir / 'fullchain.pem'
         if not fullchain.exists():
             fullchain.write_bytes(cert.read_bytes() + self.ca.read_bytes())
@@ -96,11 +94,11 @@ class Stack:
         make_run_dir(self.run_dir)
         self.certificate()
         self.mariadb.start()
-        from wsgiapp import config, db
+        from wsgiapp import config, schema
         # Sample rows go into a new table only: rows a user deleted stay deleted.
         new = not self.mariadb.sql("SHOW TABLES FROM wsgiapp LIKE 'vc_admin'")
         say('creating the schema with sample rows' if new and sample else 'the schema is in place')
-        db.initdb(config.from_environ({'DATABASE_URL': self.mariadb.admin_url()}), sample=sample and new)
+        schema.initdb(config.from_environ({'DATABASE_URL': self.mariadb.admin_url()}), sample=sample and new)
         self.uwsgi.start(self.environ())
         self.nginx.start()
         self.wait_ready()

@@ -1,6 +1,7 @@
 """Certificates made with openssl for the launcher: a private CA, and server (or client)
 certificates it signs. Keys are mode 0600 from creation (openssl writes them with the umask)."""
 import os
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -23,6 +24,13 @@ class Authority:
         self.name = name
         self.cert = self.dir / 'ca.pem'
         self.key = self.dir / 'ca.key'
+        self._client_context = None
+
+    def client_context(self):
+        """A client SSL context that trusts this CA, and only it (made once)."""
+        if self._client_context is None:
+            self._client_context = ssl.create_default_context(cafile=str(self.cert))
+        return self._client_context
 
     def _make(self):
         if not self.cert.exists():

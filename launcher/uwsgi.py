@@ -5,12 +5,13 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import suppress
 from pathlib import Path
 
-from launcher.process import ROOT, pid_alive, say, tail, terminate
+from launcher.notify import ReadyListener
+from launcher.process import ROOT, pid_alive, say, tail, tails, terminate
+from launcher.wait import wait_for
 
 
 def socket_owner():
@@ -43,7 +44,7 @@ class Uwsgi:
         return {**os.environ, 'WSGIAPP_RUN_DIR': str(self.run_dir), 'WSGIAPP_SOCKET_OWNER': socket_owner(),
                 **environ}
 
-    def start(self, environ, args=(), wrap=()):
+    def start(self, environ, args=(), wrap=(), seconds=30):
         """Start uwsgi and return once it says it is ready, as systemd's Type=notify waits:
         uwsgi sends READY=1 to $NOTIFY_SOCKET after the app is loaded, so an app that fails to
         load (a malformed setting, need-app) is an error here, not a socket that never answers."""
@@ -53,39 +54,31 @@ class Uwsgi:
         self.base.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         say(f'starting uwsgi on {self.socket} (log: {self.log})')
-        with tempfile.TemporaryDirectory(prefix='wsgiapp-notify-') as notify_dir, \
-                socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify, open(self.log, 'ab') as log:
-            notify.bind(f'{notify_dir}/notify')  # a short path: sun_path holds 108 bytes
-            notify.settimeout(0.2)
-            process = subprocess.Popen([*wrap, *self.command(args)],
-                                       env={**self.environ(environ), 'NOTIFY_SOCKET': f'{notify_dir}/notify'},
+        with ReadyListener() as ready, open(self.log, 'ab') as log:
+            process = subprocess.Popen([*wrap, *self.command(args)], env={**self.environ(environ), **ready.environ},
                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if b'READY=1' in notify.recv(4096).split(b'\n'):
-                        return self._wait_workers(process, deadline)
-                except socket.timeout:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f'uwsgi did not start; its log says:\n{tail(self.log)}')
+            started = time.monotonic()
+            if not ready.wait(process, seconds):
+                why = (f'it exited with status {process.returncode}' if process.poll() is not None
+                       else f'no READY=1 within {seconds} s')
+                raise RuntimeError(f'uwsgi did not start ({why}); its log says:\n{tail(self.log)}')
+            self._wait_workers(process, seconds - (time.monotonic() - started))
 
-    def _wait_workers(self, process, deadline):
+    def _wait_workers(self, process, seconds):
         """uWSGI 2.0 says READY=1 before it forks its workers, and a SIGTERM that arrives
         before they are forked is lost (the master then waits for workers nobody told to
         stop). Its stats server answers only once the master's loop runs, after the fork."""
-        while True:
-            try:
-                with socket.socket(socket.AF_UNIX) as client:
-                    client.settimeout(1)
-                    client.connect(str(self.stats))
-                    if b''.join(iter(lambda: client.recv(65536), b'')):
-                        return
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f'uwsgi did not start its workers; its log says:\n{tail(self.log)}')
-            time.sleep(0.02)
+        def stats_or_exited():
+            if process.poll() is not None:
+                return 'exited'
+            with socket.socket(socket.AF_UNIX) as client:
+                client.settimeout(1)
+                client.connect(str(self.stats))
+                return b''.join(iter(lambda: client.recv(65536), b'')) and 'running'
+        if wait_for(stats_or_exited, max(seconds, 1), 'uwsgi did not start its workers', interval=0.02,
+                    detail=lambda: tails(self.log)) == 'exited':
+            raise RuntimeError(f'uwsgi did not start its workers (it exited with status {process.returncode}); '
+                               f'its log says:\n{tail(self.log)}')
 
     def reload(self):
         os.kill(self.pid(), signal.SIGHUP)
