@@ -1,21 +1,36 @@
-"""Fixtures: a real MariaDB (a private one the suite starts, or DATABASE_URL when given)
-and the application driven through WebTest with its lint on."""
+"""Fixtures: a real MariaDB (a private one the suite starts, or DATABASE_URL when given),
+the application driven through WebTest with its lint on, and the stacks and cluster the
+end-to-end tests and the fault suite share. What test modules import lives in tests/helpers.
+
+A test is also given the markers of what its fixtures start (a `stack` is MariaDB, uwsgi and
+nginx), so `-m 'not mariadb'` leaves out every test that gets a server from a fixture; a test
+that starts one itself says so in its module's pytestmark."""
 import os
 import shutil
-import uuid
 from dataclasses import replace
 
-import MySQLdb
 import pytest
 import webtest
 
-from wsgiapp import config, db
-from wsgiapp.app import Application
 from launcher.mariadb import MariaDB
-from launcher.process import ROOT, free_port
+from launcher.process import free_port
 from launcher.single import Stack
+from tests.helpers.servers import TOKEN, admin_session, new_base
+from wsgiapp import config, schema
+from wsgiapp.app import Application
 
-TOKEN = 's3cret-token'
+# Fixture -> the markers of what it starts (setup.cfg registers them).
+STARTS = {'stack': ('e2e', 'uwsgi', 'mariadb'), 'cluster': ('e2e', 'uwsgi', 'mariadb'),
+          'mariadb': ('mariadb',)}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        for fixture, markers in STARTS.items():
+            if fixture in getattr(item, 'fixturenames', ()):
+                for marker in markers:
+                    if item.get_closest_marker(marker) is None:
+                        item.add_marker(marker)
 
 
 @pytest.fixture(scope='session')
@@ -44,24 +59,18 @@ def admin_url(mariadb):
 
 @pytest.fixture(scope='session')
 def admin_kwargs(admin_url):
-    db.initdb(config.from_environ({'DATABASE_URL': admin_url}))
+    schema.initdb(config.from_environ({'DATABASE_URL': admin_url}))
     return dict(config.parse_database_url(admin_url), charset='utf8mb4', autocommit=True)
 
 
 @pytest.fixture
 def sql(admin_kwargs):
     """Run SQL as the admin user, outside the application: to arrange and to check."""
-    con = MySQLdb.connect(**admin_kwargs)
-
-    def run(statement, args=None):
-        cursor = con.cursor()
-        cursor.execute(statement, args)
-        return cursor.fetchall()
-    run.connection = con
-    run('TRUNCATE TABLE vc_admin')
-    run('TRUNCATE TABLE idempotency_key')
-    yield run
-    con.close()
+    session = admin_session(admin_kwargs)  # one session: sql('LOCK TABLES ...') holds until unlocked
+    session('TRUNCATE TABLE vc_admin')
+    session('TRUNCATE TABLE idempotency_key')
+    yield session
+    session.close()
 
 
 @pytest.fixture
@@ -101,11 +110,6 @@ def add(sql):
     return insert
 
 
-def new_base():
-    """A directory of its own under var/ for a stack the tests start."""
-    return ROOT / 'var' / f'test-{uuid.uuid4().hex[:8]}'
-
-
 @pytest.fixture(scope='module')
 def stack():
     """MariaDB, uwsgi and nginx, as `make run` starts them, on free ports: one per test module."""
@@ -116,15 +120,6 @@ def stack():
     finally:
         running.down()
         shutil.rmtree(running.base, ignore_errors=True)
-
-
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason='network namespaces need root')
-
-
-def needs_namespaces(cluster):
-    """For a scenario that cuts a host's link or adds a host of its own: not on loopback."""
-    if not cluster.network.namespaces:
-        pytest.skip('needs the network namespaces (root)')
 
 
 @pytest.fixture(scope='session')

@@ -13,7 +13,7 @@ import pytest
 from bench.run import LINK_ROUTES, LINKS, PEERS, REPLICA_CASES, ROUTES
 from launcher.process import ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.uwsgi, pytest.mark.mariadb]  # MariaDB, uwsgi and nginx, as make bench
 
 
 def test_bench_smoke(tmp_path):

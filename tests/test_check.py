@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from wsgiapp import check
 from launcher.process import ROOT
+from wsgiapp import check
 
 SITE = ROOT / 'conf' / 'nginx' / 'wsgiapp.conf'
 WWW_DATA = 33  # Debian's nginx user

@@ -4,10 +4,10 @@ import os
 import re
 import subprocess
 import sys
-import time
 import urllib.request
 
 from launcher.process import free_port
+from launcher.wait import wait_for
 
 
 def wsgiapp(*args, env=None, **kwargs):
@@ -52,16 +52,16 @@ def test_serve_runs_the_development_server(database_url, add):
     server = subprocess.Popen([sys.executable, '-m', 'wsgiapp', 'serve', '--port', str(port)],
                               env={**os.environ, 'DATABASE_URL': database_url},
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    def listing():
+        if server.poll() is not None:
+            return 'exited'  # wait_for keeps trying; the assertion below names the cause
+        with urllib.request.urlopen(f'http://127.0.0.1:{port}/api/admins', timeout=2) as response:
+            return json.load(response)
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f'http://127.0.0.1:{port}/api/admins', timeout=2) as response:
-                    assert json.load(response)['items'][0]['name'] == 'served'
-                    break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()
-                time.sleep(0.1)
+        answer = wait_for(listing, 20, 'the development server to answer', interval=0.1)
+        assert answer != 'exited', server.stderr.read()
+        assert answer['items'][0]['name'] == 'served'
         with urllib.request.urlopen(f'http://127.0.0.1:{port}/', timeout=2) as response:
             assert b'<h1>hello world</h1>' in response.read()
     finally:

@@ -8,10 +8,12 @@ from dataclasses import replace
 import pytest
 import webtest
 
-from tests.conftest import TOKEN
+from tests.helpers.servers import TOKEN
 from wsgiapp import config, db, schema
 from wsgiapp.admins import Admins
 from wsgiapp.app import Application
+
+pytestmark = pytest.mark.mariadb
 
 
 def connection_id(database):

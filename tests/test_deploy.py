@@ -26,7 +26,7 @@ import pytest
 
 from launcher.process import ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.uwsgi, pytest.mark.mariadb]
 STAND_INS = ROOT / 'tests' / 'deploy'
 DEPLOY_PAGE = ROOT / 'docs' / 'deploy.rst'
 

@@ -2,11 +2,9 @@
 with the stack's own certificate trusted. The stack runs in its own directory on free
 ports, so it can run beside `make run`."""
 import gzip
-import http.client
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -17,59 +15,17 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import new_base
+from launcher import procs
 from launcher.nginx import Nginx
-from launcher.process import ROOT, free_port, process_alive
+from launcher.process import ROOT, free_port
 from launcher.single import Stack
+from launcher.wait import wait_for
+from tests.helpers.procs import in_process_group
+from tests.helpers.servers import new_base
+from tests.helpers.web import api, request, settled_requests
 from wsgiapp.version import VERSION
 
-pytestmark = pytest.mark.e2e
-
-
-def in_process_group(group):
-    """Live processes whose process group is `group`."""
-    found = []
-    for entry in Path('/proc').glob('[0-9]*/stat'):
-        try:
-            fields = entry.read_text().rsplit(')', 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != 'Z' and int(fields[2]) == group:
-            found.append(int(entry.parent.name))
-    return found
-
-
-
-def request(stack, method, path, body=None, headers=None, port=None, tls=True):
-    """(status, headers, body) from the stack's HTTPS port (or its HTTP port: tls=False)."""
-    if tls:
-        connection = http.client.HTTPSConnection('127.0.0.1', port or stack.tls_port, timeout=30,
-                                                 context=stack.ssl_context())
-    else:
-        connection = http.client.HTTPConnection('127.0.0.1', port or stack.port, timeout=30)
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        connection.close()
-
-
-def api(stack, method, path, payload=None, token=True):
-    headers = {'Content-Type': 'application/json'}
-    if token:
-        headers['Authorization'] = f'Bearer {stack.token()}'
-    body = None if payload is None else json.dumps(payload).encode()
-    status, headers, data = request(stack, method, path, body, headers)
-    return status, headers, (json.loads(data) if data else None)
-
-
-def served_requests(stack):
-    """Requests served by uwsgi's workers, from its stats socket."""
-    with socket.socket(socket.AF_UNIX) as client:
-        client.connect(str(stack.uwsgi.stats))
-        data = b''.join(iter(lambda: client.recv(65536), b''))
-    return sum(worker['requests'] for worker in json.loads(data)['workers'])
+pytestmark = [pytest.mark.e2e, pytest.mark.uwsgi, pytest.mark.mariadb]
 
 
 def test_every_route_of_the_contract_over_http(stack):
@@ -133,19 +89,6 @@ def test_a_several_kilobyte_cookie_is_answered_not_a_502(stack):
     assert request(stack, 'GET', '/', headers={'Authorization': f'Bearer {token}'})[0] == 200
 
 
-def settled_requests(stack, expected=None, seconds=3):
-    """The stats socket's count once it stops moving (or reaches `expected`): a worker
-    counts a request after it has sent the answer, so the count may lag by a moment."""
-    deadline, last = time.monotonic() + seconds, served_requests(stack)
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        now = served_requests(stack)
-        if now == last and expected in (None, now):
-            return now
-        last = now
-    return last
-
-
 def test_static_files_are_served_by_nginx_not_by_python(stack):
     before = settled_requests(stack)
     for path in ['/static/style.css', '/favicon.ico', '/robots.txt']:
@@ -185,14 +128,14 @@ def test_graceful_reload_under_load_fails_no_request(stack):
     for thread in threads:
         thread.start()
     time.sleep(1)
-    old_workers = stack.uwsgi.pid()
+    master, log_before = stack.uwsgi.pid(), stack.uwsgi.log.read_text()
     stack.uwsgi.reload()  # SIGHUP, as `systemctl reload` sends
     time.sleep(3)
     stop.set()
     for thread in threads:
         thread.join()
-    assert stack.uwsgi.pid() == old_workers  # the master stays; its workers were replaced
-    assert 'Gracefully killing worker' in stack.uwsgi.log.read_text() or 'graceful' in stack.uwsgi.log.read_text()
+    assert stack.uwsgi.pid() == master  # the master stays; its workers were replaced
+    assert 'Gracefully killing worker' in stack.uwsgi.log.read_text()[len(log_before):]  # by this reload
     assert len(statuses) > 50
     assert set(statuses) == {200}, {s: statuses.count(s) for s in set(statuses)}
 
@@ -254,10 +197,8 @@ def test_the_readme_uwsgi_command_serves_behind_the_shipped_nginx_config(stack):
     nginx = Nginx(base, free_port(), sock, free_port(), stack.nginx.certificate,
                   user='root' if os.geteuid() == 0 else None, run_dir=base / 'run')
     try:
-        deadline = time.monotonic() + 30
-        while not sock.exists():
-            assert uwsgi.poll() is None and time.monotonic() < deadline, (base / 'uwsgi.log').read_text()
-            time.sleep(0.05)
+        wait_for(lambda: sock.exists() or uwsgi.poll() is not None, 30, f'uwsgi to listen on {sock}')
+        assert uwsgi.poll() is None, (base / 'uwsgi.log').read_text()
         nginx.start()
         status, _, body = request(stack, 'GET', '/', port=nginx.tls_port)
         assert status == 200 and b'<h1>hello world</h1>' in body
@@ -288,11 +229,11 @@ def test_make_run_twice_then_make_stop_leaves_nothing_behind(tmp_path):
         assert subprocess.run([*make, 'status'], cwd=ROOT, env=env, capture_output=True).returncode == 0
         stop = subprocess.run([*make, 'stop'], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert stop.returncode == 0, stop.stderr
-        assert not any(process_alive(pid) for pid in running)
-        assert not in_process_group(running[1])  # no uwsgi worker outlives its master
+        assert not any(procs.alive(pid) for pid in running)
+        assert in_process_group(running[1]) == []  # no uwsgi worker outlives its master
         leftovers = [p for p in base.rglob('*') if p.suffix in ('.sock', '.pid') or p.is_socket()]
         assert leftovers == []
-        assert not stack.run_dir.exists() or stack.run_dir == base / 'run'  # /run/wsgiapp-stack/ID is gone
+        assert not stack.run_dir.exists()  # /run/wsgiapp-stack/ID as root, VAR/run otherwise: removed
         assert subprocess.run([*make, 'status'], cwd=ROOT, env=env, capture_output=True).returncode != 0
     finally:
         Stack(base, port, tls_port).down()

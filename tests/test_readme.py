@@ -13,9 +13,9 @@ import pytest
 
 from launcher.process import ROOT, free_port
 from launcher.single import Stack
-from tests.conftest import new_base
+from tests.helpers.servers import new_base
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.uwsgi, pytest.mark.mariadb]
 
 
 def quick_start_commands():

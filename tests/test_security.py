@@ -5,7 +5,6 @@ import os
 import socket
 import ssl
 import stat
-import struct
 import subprocess
 import time
 
@@ -13,20 +12,11 @@ import MySQLdb
 import pytest
 import webtest
 
-from tests.test_e2e import request
-from wsgiapp.app import Application
 from launcher.process import free_port, secret_file
+from tests.helpers.web import ask_socket, read_all, request, uwsgi_get
+from wsgiapp.app import Application
 
-pytestmark = pytest.mark.e2e
-
-
-
-def uwsgi_packet(variables):
-    """A uwsgi protocol request: modifier1 0, the size of the vars, modifier2 0, then each
-    var as little-endian 16-bit length + bytes."""
-    body = b''.join(struct.pack('<H', len(k)) + k + struct.pack('<H', len(v)) + v
-                    for k, v in ((k.encode(), v.encode()) for k, v in variables.items()))
-    return struct.pack('<BHB', 0, len(body), 0) + body
+pytestmark = [pytest.mark.e2e, pytest.mark.uwsgi, pytest.mark.mariadb]
 
 
 def send_as_socket_group(path, packet):
@@ -41,11 +31,7 @@ def send_as_socket_group(path, packet):
                 os.setgroups([])
                 os.setgid(33)
                 os.setuid(33)
-            with socket.socket(socket.AF_UNIX) as client:
-                client.settimeout(10)
-                client.connect(str(path))
-                client.sendall(packet)
-                answer = b''.join(iter(lambda: client.recv(65536), b''))
+            answer = ask_socket(path, packet, timeout=10)
             os.write(write, answer[:4096] or b'(no answer)')
         except OSError as error:
             os.write(write, f'error: {error}'.encode())
@@ -73,10 +59,7 @@ def test_the_socket_loads_and_runs_nothing_but_the_app(stack, tmp_path, variable
                     '    start_response("200 OK", [])\n    return [b"evil"]\n')
     evil.chmod(0o644)
     fill = {'evil': str(evil), 'marker': str(marker), 'dir': str(tmp_path)}
-    packet = uwsgi_packet({'REQUEST_METHOD': 'GET', 'PATH_INFO': '/', 'QUERY_STRING': '',
-                           'SERVER_PROTOCOL': 'HTTP/1.1', 'SERVER_NAME': 'x', 'SERVER_PORT': '80',
-                           'REMOTE_ADDR': '127.0.0.1',
-                           **{k: v.format(**fill) for k, v in variables.items()}})
+    packet = uwsgi_get('/', REMOTE_ADDR='127.0.0.1', **{k: v.format(**fill) for k, v in variables.items()})
     log_before = stack.uwsgi.log.read_text()
     for _ in range(4):  # more than one worker may be asked
         answer = send_as_socket_group(stack.uwsgi.socket, packet)
@@ -113,7 +96,7 @@ def test_the_most_headers_nginx_accepts_never_give_a_5xx(stack):
         with stack.ssl_context().wrap_socket(plain, server_hostname='127.0.0.1') as client:
             lines = b''.join(b'a%d:\r\n' % n for n in range(6000))
             client.sendall(b'GET /api/admins?limit=1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n' + lines + b'\r\n')
-            answer = b''.join(iter(lambda: client.recv(65536), b''))
+            answer = read_all(client)
     status = int(answer.split(b' ', 2)[1])
     assert status == 200 or 400 <= status < 500, answer[:300]
 
@@ -158,7 +141,9 @@ def test_secret_files_are_0600_from_their_first_byte(tmp_path, monkeypatch):
 
 
 def test_tls_keys_are_never_readable_by_others(stack):
-    for key in stack.tls_dir.glob('*.key'):
+    keys = sorted(stack.tls_dir.glob('*.key'))
+    assert keys  # the CA's and the server's, at least
+    for key in keys:
         assert stat.S_IMODE(key.stat().st_mode) & 0o077 == 0, key
 
 

@@ -1,23 +1,24 @@
 """The launcher as a user meets it: ports changed on a running stack, the environment an
 operator sets winning over conf/uwsgi.ini's defaults, a malformed setting stopping uwsgi
 with its name, and a checkout that nginx's user cannot enter."""
-import http.client
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-import MySQLdb
 import pytest
 
-from tests.test_e2e import new_base, request
 from launcher.process import ROOT, free_port
 from launcher.single import Stack
+from launcher.wait import wait_for
+from tests.helpers.servers import new_base
+from tests.helpers.web import request
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.uwsgi, pytest.mark.mariadb]
 
 
 @pytest.fixture
@@ -26,6 +27,14 @@ def base():
     yield path
     Stack(path).down()
     shutil.rmtree(path, ignore_errors=True)
+
+
+def listening(port):
+    try:
+        socket.create_connection(('127.0.0.1', port), timeout=5).close()
+    except ConnectionRefusedError:
+        return False
+    return True
 
 
 def make(base, *args, port, tls_port):
@@ -44,15 +53,8 @@ def test_make_run_with_another_port_moves_nginx_and_says_so(base):
     stack = Stack(base, new_port, new_tls_port)
     assert stack.nginx.pid() == nginx_pid  # reloaded, not restarted
     assert request(stack, 'GET', '/healthz')[0] == 200
-    deadline = time.monotonic() + 10  # the old workers finish what they were doing, then let go
-    while time.monotonic() < deadline:
-        try:
-            http.client.HTTPConnection('127.0.0.1', tls_port, timeout=5).connect()
-        except ConnectionRefusedError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f'nginx still listens on the old port {tls_port}')
+    # The old workers finish what they were doing, then let go of the old port.
+    wait_for(lambda: not listening(tls_port), 10, f'nginx to stop listening on the old port {tls_port}')
     # status names the ports nginx really listens on, whatever it is asked with
     status = make(base, 'status', port=port, tls_port=tls_port)
     assert f'https://127.0.0.1:{new_tls_port}/' in status.stdout
@@ -60,16 +62,9 @@ def test_make_run_with_another_port_moves_nginx_and_says_so(base):
     assert again.returncode == 0 and 'nginx is already running' in again.stdout
 
 
-
 def admin_sql(stack, statement):
     """Rows of one statement, run as the private MariaDB's administrator (autocommit)."""
-    con = MySQLdb.connect(**stack.mariadb.admin_kwargs(), database='wsgiapp')  # autocommit, as the admin's
-    try:
-        cursor = con.cursor()
-        cursor.execute(statement)
-        return cursor.fetchall()
-    finally:
-        con.close()
+    return stack.mariadb.sql(statement, database='wsgiapp')
 
 
 def app_connections(stack):

@@ -1,99 +1,105 @@
 """The fault suite: each scenario runs against the real stack (private MariaDB, uwsgi on a
-unix socket, nginx) under a steady, bounded load from loopback, and reports its counts.
-`make faults` runs all of it; `make test` runs the scenarios not marked slow."""
-import http.client
-import threading
-import time
-from collections import Counter
-from urllib.parse import urlsplit
+unix socket, nginx) under a steady, bounded load from loopback, and reports its counts
+(tests.helpers.load.report). At the end of the run the rows are printed as one table; after
+`make faults` (the whole suite: WSGIAPP_FUZZ_EXAMPLES is set) they are also written to
+tests/faults/results/latest.md, which the manual includes."""
+import os
+import platform
+import re
+from pathlib import Path
 
-REPORT = []  # one row per scenario, printed as a table at the end
+import pytest
+
+from tests.helpers.load import REPORT
+
+RESULTS = Path(__file__).parent / 'results' / 'latest.md'
+COLUMNS = ('scenario', 'requests', 'answers by status', 'writes acknowledged', 'writes found', 'also seen', 'test')
+# One host's scenarios are numbered (1 to 12), the cluster's lettered (a to j).
+SECTIONS = (('One host', r'\d'), ('More than one machine (make cluster)', r'[a-z]\.'))
 
 
-def report(scenario, statuses, **counts):
-    by_status = Counter(statuses)
-    row = {'scenario': scenario, 'sent': len(statuses),
-           'answers': ' '.join(f'{code}:{n}' for code, n in sorted(by_status.items(), key=lambda kv: str(kv[0]))),
-           **counts}
-    REPORT.append(row)
-    print(f'\n[{scenario}] ' + ', '.join(f'{k}={v}' for k, v in row.items() if k != 'scenario'))
+def _order(row):
+    """Numbered scenarios in number order (7 before 7b before 8, 12 last), then lettered ones."""
+    number, letter = re.match(r'(\d*)(\w*)', row['scenario']).groups()
+    return (int(number) if number else 10 ** 6, letter, row['scenario'])
 
 
-def pytest_terminal_summary(terminalreporter):
-    if not REPORT:
-        return
+def _cells(row, outcomes):
+    seen = ', '.join(f'{k}={v}' for k, v in row.items()
+                     if k not in ('scenario', 'sent', 'answers', 'acked', 'found', 'test'))
+    return (row['scenario'], str(row['sent']), row['answers'] or '-', str(row.get('acked', '-')),
+            str(row.get('found', '-')), seen or '-', outcomes.get(row['test'], '?'))
+
+
+def _outcomes(terminalreporter):
+    """nodeid -> 'passed', 'failed' or 'error', from the run's reports."""
+    outcomes = {}
+    for outcome in ('passed', 'failed', 'error'):
+        for test_report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(test_report, 'nodeid', '')
+            if outcome != 'passed' or outcomes.get(nodeid) is None:
+                outcomes[nodeid] = outcome
+    return outcomes
+
+
+def _skipped(terminalreporter):
+    """(test, reason) of the scenarios this run skipped (those that need root, say)."""
+    skipped = []
+    for test_report in terminalreporter.stats.get('skipped', []):
+        reason = test_report.longrepr[2] if isinstance(test_report.longrepr, tuple) else str(test_report.longrepr)
+        skipped.append((test_report.nodeid, reason.removeprefix('Skipped: ')))
+    return sorted(skipped)
+
+
+def markdown(rows, outcomes, skipped, examples):
+    """The results as Markdown: a table per section, then the tests that failed before they
+    could report, and the scenarios skipped."""
+    lines = ['# The latest `make faults`', '',
+             f'Written by `make faults` (tests/faults/conftest.py) with {examples} generated requests, '
+             f'Python {platform.python_version()}, {os.cpu_count()} CPUs. A 502 is nginx\'s answer '
+             'for a request in flight on a worker that was SIGKILLed; a 503 is the app\'s, with '
+             '`Retry-After`, while the database is down or the pool is exhausted.', '']
+    for title, pattern in SECTIONS:
+        section = sorted((row for row in rows if re.match(pattern, row['scenario'])), key=_order)
+        if not section:
+            continue
+        lines += [f'## {title}', '', '| ' + ' | '.join(COLUMNS) + ' |',
+                  '|---|---:|---|---:|---:|---|---|']
+        lines += ['| ' + ' | '.join(cell.replace('|', '\\|') for cell in _cells(row, outcomes)) + ' |'
+                  for row in section]
+        lines.append('')
+    unreported = sorted(test for test, outcome in outcomes.items()
+                        if outcome != 'passed' and test not in {row['test'] for row in rows})
+    if unreported:
+        lines += ['## Failed before reporting', '']
+        lines += [f'- `{test}`: {outcomes[test]}' for test in unreported]
+        lines.append('')
+    if skipped:
+        lines += ['## Skipped', '']
+        lines += [f'- `{test}`: {reason}' for test, reason in skipped]
+        lines.append('')
+    return '\n'.join(lines)
+
+
+def whole_suite(config):
+    """`make faults`: tests/faults as a whole, with WSGIAPP_FUZZ_EXAMPLES set, no -k, no -m,
+    and run (not --collect-only)."""
+    return (bool(os.environ.get('WSGIAPP_FUZZ_EXAMPLES'))
+            and [Path(arg).resolve() for arg in config.args] == [Path(__file__).parent]
+            and not config.option.keyword and not config.option.markexpr and not config.option.collectonly)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    outcomes = _outcomes(terminalreporter)
     write = terminalreporter.write_line
-    write('')
-    write('| scenario | requests | answers by status | writes acknowledged | writes found | also seen |')
-    write('|---|---:|---|---:|---:|---|')
-    for row in REPORT:
-        seen = ', '.join(f'{k}={v}' for k, v in row.items()
-                         if k not in ('scenario', 'sent', 'answers', 'acked', 'found'))
-        write(f"| {row['scenario']} | {row['sent']} | {row['answers']} | {row.get('acked', '')} "
-              f"| {row.get('found', '')} | {seen} |")
-
-
-def call(stack, method, path, body=None, headers=None, timeout=30):
-    """(status, headers, body) over HTTPS, or ('error', ...) when the connection itself failed."""
-    where = urlsplit(stack.url)  # a one-host stack on loopback, or a cluster's edge
-    connection = http.client.HTTPSConnection(where.hostname, where.port, timeout=timeout,
-                                             context=stack.ssl_context())
-    try:
-        connection.request(method, path, body=body, headers=headers or {})
-        response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    except (OSError, http.client.HTTPException) as error:
-        return 'error', {}, str(error).encode()
-    finally:
-        connection.close()
-
-
-class Load:
-    """Threads sending requests on loopback until stopped, for at most `seconds`.
-    `request(n)` -> (method, path, body, headers); every answer is recorded with its time."""
-
-    def __init__(self, stack, request, threads=4, seconds=60):
-        self.stack, self.request, self.seconds = stack, request, seconds
-        self.answers = []  # (monotonic time, status, elapsed, headers, body, sent body)
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in range(threads)]
-        self._lock = threading.Lock()
-
-    def _run(self, thread_number):
-        deadline, n = time.monotonic() + self.seconds, 0
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            n += 1
-            method, path, body, headers = self.request(f'{thread_number}-{n}')
-            started = time.monotonic()
-            status, answer_headers, answer = call(self.stack, method, path, body, headers)
-            with self._lock:
-                self.answers.append((started, status, time.monotonic() - started, answer_headers, answer, body))
-
-    def __enter__(self):
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-    def statuses(self, since=0.0, until=float('inf')):
-        return [a[1] for a in self.answers if since <= a[0] < until]
-
-
-def served_by(cluster, request_ids, seconds=2):
-    """request id -> (app host address, version, database read source) from the edge's
-    access log, which nginx writes just after the answer: waits a moment for the last lines."""
-    wanted, found = set(request_ids) - {None}, {}
-    deadline = time.monotonic() + seconds
-    while True:
-        for line in cluster.edge.access_log.read_text().splitlines():
-            fields = dict(field.split('=', 1) for field in line.split() if '=' in field)
-            if fields.get('id') in wanted:
-                found[fields['id']] = (fields['upstream'].split(', ')[-1].rsplit(':', 1)[0], fields['version'],
-                                       fields.get('read'))
-        if wanted <= set(found) or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
+    if REPORT:
+        write('')
+        write('| ' + ' | '.join(COLUMNS) + ' |')
+        write('|---|---:|---|---:|---:|---|---|')
+        for row in REPORT:
+            write('| ' + ' | '.join(_cells(row, outcomes)) + ' |')
+    if whole_suite(config) and exitstatus != pytest.ExitCode.INTERRUPTED:  # a stopped run keeps the last
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(markdown(REPORT, outcomes, _skipped(terminalreporter),
+                                    os.environ['WSGIAPP_FUZZ_EXAMPLES']))
+        write(f'==> the results: {RESULTS}')

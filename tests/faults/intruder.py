@@ -11,21 +11,14 @@ import argparse
 import json
 import socket
 import ssl
-import struct
 from pathlib import Path
 
-
-def uwsgi_packet(variables):
-    """A uwsgi request: modifier1 0, the variables' size, modifier2 0, then the variables."""
-    body = b''.join(struct.pack('<H', len(k)) + k + struct.pack('<H', len(v)) + v
-                    for k, v in ((k.encode(), v.encode()) for k, v in variables.items()))
-    return struct.pack('<BHB', 0, len(body), 0) + body
+from tests.helpers.web import uwsgi_get
 
 
 def request(path, **more):
-    return uwsgi_packet({'REQUEST_METHOD': 'GET', 'PATH_INFO': path, 'QUERY_STRING': '',
-                         'SERVER_PROTOCOL': 'HTTP/1.1', 'SERVER_NAME': 'app', 'SERVER_PORT': '3031',
-                         'REMOTE_ADDR': '10.0.0.1', 'HTTP_HOST': 'app', **more})
+    return uwsgi_get(path, **{'SERVER_NAME': 'app', 'SERVER_PORT': '3031', 'REMOTE_ADDR': '10.0.0.1',
+                              'HTTP_HOST': 'app', **more})
 
 
 def client_context(cert_dir=None, name=None):

@@ -26,14 +26,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.conftest import needs_namespaces
-from tests.faults.conftest import Load, call, report, served_by
-from tests.faults.intruder import ask, client_context, request
 from launcher.cluster import release
 from launcher.process import ROOT
 from launcher.tls import Authority
+from tests.faults.intruder import ask, client_context, request
+from tests.helpers.load import Load, first_within, report, served_by
+from tests.helpers.servers import needs_namespaces
+from tests.helpers.web import call
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.uwsgi, pytest.mark.mariadb]
 CONNECT_TIMEOUT = 1.0   # uwsgi_connect_timeout in conf/nginx/wsgiapp.conf
 FAIL_TIMEOUT = 5.0      # fail_timeout of each app host (launcher/cluster.py)
 READS = ['/api/admins', '/api/admins?limit=2', '/admins', '/']
@@ -100,10 +101,8 @@ class Writer(threading.Thread):
         connection = http.client.HTTPSConnection(where.hostname, where.port, timeout=10,
                                                  context=self.cluster.ssl_context())
         connection.request('POST', '/api/admins', body=body, headers=headers)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not self.cluster.db.sql(
-                ('SELECT 1 FROM vc_admin WHERE name = %s', (name,)), database='wsgiapp'):
-            time.sleep(0.02)
+        first_within(lambda: self.cluster.db.sql(('SELECT 1 FROM vc_admin WHERE name = %s', (name,)),
+                                                 database='wsgiapp'), 5, f'{name} to be committed')
         connection.close()  # the answer is never read: lost on the way, after the commit
         self.lost += 1
 
@@ -139,7 +138,8 @@ def test_a_an_app_host_killed(cluster):
             writer.join()
     statuses = load.statuses()
     acked, rows, duplicates = check_writes(cluster, writers, prefix)
-    report(f'a. app1 uwsgi SIGKILLed (pid {killed}), back {back - down:.1f} s later; 4 readers, 2 writers',
+    print(f'uwsgi master {killed} SIGKILLed')
+    report(f'a. app1 uwsgi SIGKILLed, back {back - down:.1f} s later; 4 readers, 2 writers',
            statuses + [s for w in writers for s in w.statuses], acked=len(acked), found=len(rows),
            duplicates=duplicates, retried=sum(w.retries for w in writers),
            answers_lost=sum(w.lost for w in writers), replayed=sum(w.replayed for w in writers))
@@ -160,13 +160,13 @@ def test_b_an_app_host_partitioned(cluster):
         cluster.network.heal(app.name)
         healed = time.monotonic()
         # Until the host has served again, or fail_timeout and some.
-        deadline, back = healed + FAIL_TIMEOUT + 3, None
-        while time.monotonic() < deadline and back is None:
-            time.sleep(0.5)
+
+        def served_again():
             recent = [a for a in list(load.answers) if a[0] >= healed]
             by = served_by(cluster, [a[3].get('X-Request-ID') for a in recent], seconds=0)
-            back = min((a[0] for a in recent if by.get(a[3].get('X-Request-ID'), ('',))[0] == app.address),
+            return min((a[0] for a in recent if by.get(a[3].get('X-Request-ID'), ('',))[0] == app.address),
                        default=None)
+        back = first_within(served_again, FAIL_TIMEOUT + 3, f'{app.name} to serve again', interval=0.5)
     during = sorted(a[2] for a in load.answers if cut <= a[0] < healed)
     p99 = during[int(len(during) * 0.99)]
     report(f'b. app2 partitioned for {healed - cut:.0f} s (veth down); 4 readers', load.statuses(),
@@ -206,7 +206,8 @@ def test_c_a_rolling_deploy_under_load(cluster, tmp_path):
     for host, version, _ in served_by(cluster, after).values():
         versions.setdefault(host, set()).add(version)
     statuses = load.statuses() + writer.statuses
-    report(f'c. make cluster-deploy under load ({took:.1f} s): {sorted(old)} -> {new}', statuses,
+    print(f'releases {sorted(old)} -> {new}')
+    report(f'c. make cluster-deploy under load ({took:.1f} s): {len(old)} release(s) -> a new one', statuses,
            acked=len(writer.acked), found=len(rows_named(cluster, prefix)),
            hosts_on_new=sum(v == {new} for v in versions.values()))
     assert set(load.statuses()) == {200} and set(writer.statuses) == {201}
@@ -274,12 +275,8 @@ def test_e_every_app_host_down(cluster):
     for app in cluster.apps:
         restart(cluster, app)
     restarted = time.monotonic()
-    first_ok = None
-    while time.monotonic() < restarted + 10:
-        if call(cluster, 'GET', '/api/admins', headers=bearer(cluster))[0] == 200:
-            first_ok = time.monotonic()
-            break
-        time.sleep(0.05)
+    first_ok = first_within(lambda: call(cluster, 'GET', '/api/admins', headers=bearer(cluster))[0] == 200
+                            and time.monotonic(), 10, 'a read answered 200 again')
     report('e. every app host down: 20 reads, then the hosts return', down_status,
            max_wait_ms=round(max(a[1] for a in answers) * 1000), restart_s=round(restarted - returned, 1),
            serving_again_after_s=None if first_ok is None else round(first_ok - restarted, 2))

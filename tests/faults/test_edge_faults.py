@@ -13,10 +13,11 @@ import uuid
 
 import pytest
 
-from tests.faults.conftest import Load, call, report
 from launcher.process import ROOT
+from tests.helpers.load import Load, report
+from tests.helpers.web import call
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.uwsgi, pytest.mark.mariadb]
 STATUS_LUA = ROOT / 'bench' / 'status.lua'  # shared with make bench
 
 

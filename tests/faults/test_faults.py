@@ -7,18 +7,23 @@ import socket
 import threading
 import time
 import uuid
-from pathlib import Path
+from contextlib import closing
 
 import MySQLdb
 import pytest
 
-from tests.faults.conftest import Load, call, report
+from launcher.wait import wait_for
+from tests.helpers import procs
+from tests.helpers.load import Load, report
+from tests.helpers.servers import admin_session
+from tests.helpers.web import call
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.uwsgi, pytest.mark.mariadb]
 
 
 def admin(stack):
-    return MySQLdb.connect(**stack.mariadb.admin_kwargs(), database='wsgiapp')
+    """One session of the database's administrator, for what must hold across statements."""
+    return closing(admin_session({**stack.mariadb.admin_kwargs(), 'database': 'wsgiapp'}))
 
 
 def writer(stack, tag):
@@ -44,16 +49,7 @@ def mixed(stack, tag):
 
 
 def workers(stack):
-    master = stack.uwsgi.pid()
-    return [int(p.parent.name) for p in Path('/proc').glob('[0-9]*/stat')
-            if p.read_text().rsplit(')', 1)[1].split()[1] == str(master)]
-
-
-def wait_for(condition, seconds=15):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, 'timed out'
-        time.sleep(0.05)
+    return procs.workers(stack.uwsgi.pid())
 
 
 def test_mariadb_restart_answers_503_then_recovers_without_uwsgi_restart(stack):
@@ -80,21 +76,18 @@ def test_mariadb_restart_answers_503_then_recovers_without_uwsgi_restart(stack):
 
 
 def test_killed_connections_are_invisible_to_readers(stack):
-    con = admin(stack)
-    cursor = con.cursor()
     killed = 0
     with Load(stack, reader(stack), threads=4, seconds=30) as load:
         for _ in range(3):
             time.sleep(1)
-            cursor.execute("SELECT id FROM information_schema.processlist WHERE user = 'wsgiapp'")
-            for (connection,) in cursor.fetchall():
+            for (connection,) in stack.mariadb.sql("SELECT id FROM information_schema.processlist "
+                                                   "WHERE user = 'wsgiapp'"):
                 try:
-                    cursor.execute(f'KILL CONNECTION {connection}')
+                    stack.mariadb.sql(f'KILL CONNECTION {connection}')
                     killed += 1
                 except MySQLdb.OperationalError:  # it had ended by itself
                     pass
         time.sleep(1)
-    con.close()
     report('2. every app connection killed, 3 times', load.statuses(), killed=killed)
     assert killed >= 3
     assert set(load.statuses()) == {200}
@@ -105,7 +98,8 @@ def test_a_killed_worker_costs_at_most_its_requests_in_flight(stack):
     with Load(stack, reader(stack), threads=4, seconds=30) as load:
         time.sleep(1.5)
         os.kill(before[0], signal.SIGKILL)
-        wait_for(lambda: len(workers(stack)) == len(before) and before[0] not in workers(stack))
+        wait_for(lambda: len(workers(stack)) == len(before) and before[0] not in workers(stack), 15,
+                 'the master to replace the killed worker')
         time.sleep(1.5)
     failed = [s for s in load.statuses() if s != 200]
     report('3. a uwsgi worker SIGKILLed', load.statuses(), failed=len(failed))
@@ -146,11 +140,8 @@ def test_acknowledged_writes_survive_killed_workers_and_database_crashes(stack):
             item = json.loads(body)
             assert json.loads(sent)['name'] == item['name']
             acked[item['name']] = item['id']
-    con = admin(stack)
-    cursor = con.cursor()
-    cursor.execute('SELECT id, name, email FROM vc_admin WHERE name LIKE %s', (f'{tag}-%',))
-    rows = cursor.fetchall()
-    con.close()
+    rows = stack.mariadb.sql(('SELECT id, name, email FROM vc_admin WHERE name LIKE %s', (f'{tag}-%',)),
+                             database='wsgiapp')
     found = {name: admin_id for admin_id, name, _ in rows}
     kept = sum(1 for name, admin_id in acked.items() if found.get(name) == admin_id)
     report('5. writes while workers and MariaDB are killed', load.statuses(), acked=len(acked), found=kept)
@@ -167,17 +158,14 @@ def test_exhausted_pool_waits_boundedly_then_503_and_recovers(stack):
     small = ['--env', 'WSGIAPP_POOL_SIZE=1', '--env', 'WSGIAPP_POOL_TIMEOUT=0.5', '--env', 'WSGIAPP_DB_READ_TIMEOUT=3']
     stack.uwsgi.start(stack.environ(), args=small)
     try:
-        con = admin(stack)
-        cursor = con.cursor()
-        with Load(stack, reader(stack), threads=12, seconds=30) as load:
+        with admin(stack) as sql, Load(stack, reader(stack), threads=12, seconds=30) as load:
             time.sleep(0.5)
-            cursor.execute('LOCK TABLES vc_admin WRITE')  # every query now waits: a slow query
+            sql('LOCK TABLES vc_admin WRITE')  # every query now waits: a slow query
             locked = time.monotonic()
             time.sleep(2.5)
-            cursor.execute('UNLOCK TABLES')
+            sql('UNLOCK TABLES')
             unlocked = time.monotonic()
             time.sleep(2)
-        con.close()
         statuses = load.statuses()
         report('6. pool of 1 per process, 12 clients, a 2.5 s lock', statuses)
         during = [a for a in load.answers if locked <= a[0] < unlocked]

@@ -14,20 +14,23 @@ g and i take longest, and run in `make faults` only (marked slow); `make test` r
 Reads carry a bearer token, which makes them private to nginx's micro-cache: each reaches an
 app host and its database reads (a bearer token is not a consistency token)."""
 import json
+import os
 import signal
 import threading
 import time
 import uuid
 from collections import Counter
+from contextlib import closing
 
-import MySQLdb
 import pytest
 
-from tests.conftest import needs_namespaces
-from tests.faults.conftest import Load, call, report, served_by
 from launcher import replication
+from launcher.wait import wait_for
+from tests.helpers.load import Load, first_within, report, served_by
+from tests.helpers.servers import admin_session, needs_namespaces
+from tests.helpers.web import call
 
-pytestmark = pytest.mark.faults
+pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.uwsgi, pytest.mark.mariadb]
 MAX_LAG = 5.0           # WSGIAPP_REPLICA_MAX_LAG's default, which the cluster's app hosts use
 READS = ['/api/admins', '/api/admins?limit=2', '/admins', '/api/admins/1']
 
@@ -53,26 +56,25 @@ def caught_up(cluster):
 
 def kill(server):
     pid = server.pid()
-    import os
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while server.pid() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: not server.pid(), 10, f'the SIGKILLed mariadbd {pid} to be gone')
     return pid
+
+
+def lock(server):
+    """An administrator's session on `server`, to hold a LOCK TABLES with."""
+    return closing(admin_session({**server.admin_kwargs(), 'database': 'wsgiapp'}))
 
 
 def back_on_replica(cluster, load, since, seconds=15):
     """Seconds after `since` until a read was answered by the replica again, or None."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
+    def first_on_replica():
         recent = [a for a in list(load.answers) if a[0] >= since]
         by = served_by(cluster, [a[3].get('X-Request-ID') for a in recent], seconds=0)
-        first = min((a[0] for a in recent if by.get(a[3].get('X-Request-ID'), ('', '', ''))[2] == 'replica1'),
-                    default=None)
-        if first is not None:
-            return first - since
-    return None
+        return min((a[0] for a in recent if by.get(a[3].get('X-Request-ID'), ('', '', ''))[2] == 'replica1'),
+                   default=None)
+    first = first_within(first_on_replica, seconds, 'a read answered by the replica', interval=0.5)
+    return None if first is None else first - since
 
 
 def test_f_the_replica_killed(cluster):
@@ -86,7 +88,8 @@ def test_f_the_replica_killed(cluster):
         restarted = time.monotonic()
         back = back_on_replica(cluster, load, restarted)
     statuses = load.statuses()
-    report(f'f. replica mariadbd SIGKILLed (pid {killed}) for {restarted - down:.0f} s; 4 readers', statuses,
+    print(f'replica mariadbd {killed} SIGKILLed')
+    report(f'f. replica mariadbd SIGKILLed for {restarted - down:.0f} s; 4 readers', statuses,
            before=dict(sources(cluster, [a for a in load.answers if a[0] < down])),
            during=dict(sources(cluster, [a for a in load.answers if down <= a[0] < restarted])),
            back_on_replica_after_s=None if back is None else round(back, 1))
@@ -154,12 +157,11 @@ def test_h_read_your_writes_while_the_replica_lags(cluster):
         stopped = time.monotonic()
         time.sleep(10)
         replica.sql('START SLAVE SQL_THREAD')
-        lock = MySQLdb.connect(**replica.admin_kwargs(), database='wsgiapp')
-        lock.query('LOCK TABLES vc_admin READ')  # running, but held up: it falls behind
-        held = time.monotonic()
-        time.sleep(5)
-        lock.query('UNLOCK TABLES')
-        lock.close()
+        with lock(replica) as sql:
+            sql('LOCK TABLES vc_admin READ')  # running, but held up: it falls behind
+            held = time.monotonic()
+            time.sleep(5)
+            sql('UNLOCK TABLES')
         released = time.monotonic()
         time.sleep(3)
     finally:
@@ -190,18 +192,17 @@ def test_i_reads_without_a_token_never_staler_than_the_bound(cluster):
     item = answer['Location']
     acknowledged = {0: time.monotonic()}
     caught_up(cluster)
-    lock = MySQLdb.connect(**replica.admin_kwargs(), database='wsgiapp')
-    with Load(cluster, lambda n: ('GET', item, None, headers(cluster)), threads=3, seconds=40) as load:
+    with lock(replica) as sql, Load(cluster, lambda n: ('GET', item, None, headers(cluster)), threads=3,
+                                    seconds=40) as load:
         time.sleep(1)
-        lock.query('LOCK TABLES vc_admin READ')
+        sql('LOCK TABLES vc_admin READ')
         held = time.monotonic()
         for version in range(1, 19):  # 9 s of PATCHes while the replica falls behind
             status, _, _ = call(cluster, 'PATCH', item, json.dumps({'email': f'v{version}@x.test'}), token)
             assert status == 200
             acknowledged[version] = time.monotonic()
             time.sleep(0.5)
-        lock.query('UNLOCK TABLES')
-        lock.close()
+        sql('UNLOCK TABLES')
         released = time.monotonic()
         time.sleep(2)
     # A read that began at t and saw version v is stale by t - (when v + 1 was acknowledged).
@@ -244,16 +245,15 @@ def test_j_the_primary_killed_under_reads_and_writes(cluster):
         restarting = time.monotonic()
         cluster.db.start()
         restarted = time.monotonic()
-        deadline, again = restarted + 15, None
-        while again is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-            again = next((w[0] for w in list(writes) if w[0] >= restarted and w[1] == 201), None)
+        again = first_within(lambda: next((w[0] for w in list(writes) if w[0] >= restarted and w[1] == 201), None),
+                             15, 'a write acknowledged again', interval=0.2)
         time.sleep(1)
         stop.set()
         thread.join()
     statuses = load.statuses()
     during = [w for w in writes if down + 0.5 <= w[0] < restarting]
-    report(f'j. primary mariadbd SIGKILLed (pid {killed}) for {restarted - down:.0f} s; 4 readers, 1 writer',
+    print(f'primary mariadbd {killed} SIGKILLed')
+    report(f'j. primary mariadbd SIGKILLed for {restarted - down:.0f} s; 4 readers, 1 writer',
            statuses + [w[1] for w in writes],
            reads_during=dict(sources(cluster, [a for a in load.answers if down <= a[0] < restarted])),
            writes_during=dict(Counter(w[1] for w in during)),

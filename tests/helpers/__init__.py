@@ -1,0 +1,13 @@
+"""What the test modules share, one helper per mechanism (conftest.py files hold fixtures only):
+
+- web: requests to a stack or a cluster (request, call, api), uwsgi's own protocol
+  (uwsgi_packet, ask_socket) and its stats socket (served_requests, settled_requests);
+- servers: where a test's servers live (new_base), the suite's API token, the skips for root
+  and network namespaces, and the admin SQL helper (admin_sql, over launcher.mariadb.run_sql);
+- procs: process groups, uwsgi's workers and a process's capabilities (launcher.procs, psutil);
+- systemd: the unit's [Service] settings and the environment it gives uwsgi (its
+  EnvironmentFile= read by wsgiapp.check.read_env_file), and a READY=1 listener that also
+  knows who sent it;
+- load: the fault suite's steady load, its per-scenario report, and the edge's access log.
+
+Modules import what they need from here (never from a conftest or another test module)."""

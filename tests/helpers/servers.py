@@ -1,0 +1,38 @@
+"""Where the tests' own servers live, what they need, and SQL as the database's administrator."""
+import os
+import uuid
+
+import pytest
+
+from launcher.process import ROOT
+
+TOKEN = 's3cret-token'  # the API token of the applications the fixtures build
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason='network namespaces need root')
+
+
+def new_base():
+    """A directory of its own under var/ for a stack the tests start."""
+    return ROOT / 'var' / f'test-{uuid.uuid4().hex[:8]}'
+
+
+def needs_namespaces(cluster):
+    """For a scenario that cuts a host's link or adds a host of its own: not on loopback."""
+    if not cluster.network.namespaces:
+        pytest.skip('needs the network namespaces (root)')
+
+
+def admin_session(connect_kwargs):
+    """session(statement, args=None) -> rows, all on one administrator's connection, kept
+    open until session.close(): what a session holds (LOCK TABLES, an open transaction on
+    session.connection) lasts as long as it. For statements that need no session of their
+    own, launcher.mariadb.run_sql (MariaDB.sql) opens and closes a connection per call."""
+    import MySQLdb
+    connection = MySQLdb.connect(**connect_kwargs)
+
+    def session(statement, args=None):
+        cursor = connection.cursor()
+        cursor.execute(statement, args)
+        return cursor.fetchall()
+    session.connection, session.close = connection, connection.close
+    return session
