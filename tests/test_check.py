@@ -387,7 +387,7 @@ def test_env_file_overrides_the_environment(tmp_path, database_url, admin_kwargs
     environ = {'DATABASE_URL': 'mysql://u:p@h:port/d', 'WSGIAPP_POOL_SIZE': 'abc'}
     status, output = run(tmp_path, environ, args=['--env-file', path])
     assert f'ok    read 2 variables from {path}' in output
-    assert 'DATABASE_URL connects and vc_admin and idempotency_key exist' in output
+    assert 'DATABASE_URL connects and vc_admin and idempotency_key and failed_token exist' in output
     assert 'WSGIAPP_POOL_SIZE' not in output
     assert 'WSGIAPP_POOL_SIZE must be' in run(tmp_path, environ)[1]  # without the file
 
@@ -469,5 +469,5 @@ def test_database_refused_and_schema_missing(tmp_path, mariadb, database_url, ad
     assert 'Access denied' in output and 'check the user and password' in output
     sql('CREATE DATABASE IF NOT EXISTS wsgiapp_noschema')
     output = run(tmp_path, {'DATABASE_URL': admin_url.replace('/wsgiapp?', '/wsgiapp_noschema?')})[1]
-    assert 'no vc_admin and no idempotency_key table' in output and 'python -m wsgiapp initdb' in output
-    assert 'vc_admin and idempotency_key exist' in run(tmp_path, {'DATABASE_URL': database_url})[1]
+    assert 'no vc_admin and no idempotency_key and no failed_token table' in output and 'python -m wsgiapp initdb' in output
+    assert 'vc_admin and idempotency_key and failed_token exist' in run(tmp_path, {'DATABASE_URL': database_url})[1]

@@ -80,7 +80,9 @@ def test_reads_go_to_the_replica_writes_to_the_primary_and_answer_with_their_gti
     assert app.get('/api/admins').headers['X-Read-Source'] == 'replica1'
     response = app.post_json('/api/admins', {'name': 'gtid-1', 'email': 'g@x.test'}, headers=AUTH, status=201)
     token = response.headers['X-Consistency-Token']
-    assert re.fullmatch(r'0-1-\d+', token) and token == primary.sql('SELECT @@gtid_binlog_pos')[0][0]
+    position, _, signature = token.partition('~')
+    assert re.fullmatch(r'0-1-\d+', position) and position == primary.sql('SELECT @@gtid_binlog_pos')[0][0]
+    assert re.fullmatch(r'[A-Za-z0-9_-]{22}', signature)
     cookie = response.headers['Set-Cookie']
     assert cookie.startswith(f'wsgiapp_consistency={token};')
     assert all(part in cookie for part in ('HttpOnly', 'SameSite=Lax', 'Secure', 'Max-Age=60'))
@@ -88,7 +90,9 @@ def test_reads_go_to_the_replica_writes_to_the_primary_and_answer_with_their_gti
     item = response.headers['Location']
     patched = app.patch_json(item, {'email': 'h@x.test'}, headers=AUTH).headers['X-Consistency-Token']
     deleted = app.delete(item, headers=AUTH, status=204).headers['X-Consistency-Token']
-    assert int(token.rsplit('-', 1)[1]) < int(patched.rsplit('-', 1)[1]) < int(deleted.rsplit('-', 1)[1])
+    def sequence(token):
+        return int(token.partition('~')[0].rsplit('-', 1)[1])
+    assert sequence(token) < sequence(patched) < sequence(deleted)
     # Nothing of this without replicas: no token, no source.
     plain = webtest.TestApp(Application(config.from_environ(
         {'DATABASE_URL': primary.url(tcp=True), 'WSGIAPP_API_TOKEN': TOKEN})), lint=True)
@@ -102,10 +106,11 @@ def test_a_read_returns_its_server_and_a_write_its_token_as_values(make, pair):
     primary, replica = pair
     make()  # the pair started and caught up
     database = db.Database(config.from_environ({'DATABASE_URL': primary.url(tcp=True),
-                                                'DATABASE_REPLICA_URL': replica.url(tcp=True)}))
+                                                'DATABASE_REPLICA_URL': replica.url(tcp=True),
+                                                'WSGIAPP_TOKEN_SECRET': 'x'}))
     admins = Admins(database)
     written = admins.create_admin('as-values', 'v@x.test')
-    assert re.fullmatch(r'0-1-\d+', written.token) and written.result[1] == 'as-values'
+    assert re.fullmatch(r'0-1-\d+~[A-Za-z0-9_-]{22}', written.token) and written.result[1] == 'as-values'
     read = admins.get_admin(written.result[0], written.token)
     assert read.source == 'replica1' and read.result == written.result
     assert admins.list_admins(0, 100).source == 'replica1'

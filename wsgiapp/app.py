@@ -17,6 +17,7 @@ if __package__ in (None, ''):  # loaded by path, as uwsgi's wsgi-file does: find
 from wsgiapp import config, db, pages, routing  # noqa: E402
 from wsgiapp.http import (  # noqa: E402
     NO_STORE,
+    PRIVATE,
     STATUS_LINES,
     BadRequest,
     HTTPError,
@@ -36,7 +37,9 @@ CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 NO_BODY = (204, 304)
 # Reads whose answer is the same for every client: GET and HEAD, 200 or 404, but for the
-# probes (routing.UNCACHED). Everything else (writes, other errors) is `no-store`.
+# probes (routing.UNCACHED) and reads with a credential or a consistency token (`private,
+# no-store`, and never sent to nginx's stale copy). Everything else (writes, other errors)
+# is `no-store`.
 CACHEABLE_METHODS, CACHEABLE_STATUSES = ('GET', 'HEAD'), (200, 404)
 # Variables of the uwsgi protocol that make uWSGI 2.0 load code, set the environment, read
 # a file as the body or change directory. nginx never sends them (its uwsgi_param lines
@@ -105,8 +108,14 @@ class Application:
         # X-App-Version: the code that made it (wsgiapp/version.py), for rolling deploys.
         headers = [('X-Content-Type-Options', 'nosniff'), ('X-Request-ID', request.id), ('Date', http_date()),
                    ('X-App-Version', VERSION)]
-        cacheable = request.method in CACHEABLE_METHODS and request.path not in routing.UNCACHED
-        headers.append(self.cache_control if cacheable and response.status in CACHEABLE_STATUSES else NO_STORE)
+        # A read with a credential or a consistency token, in any form (Request.private), is
+        # this client's alone: `private, no-store`, never public, whatever its status.
+        private = request.method in CACHEABLE_METHODS and request.private
+        cacheable = request.method in CACHEABLE_METHODS and request.path not in routing.UNCACHED and not private
+        if private:
+            headers.append(PRIVATE)
+        else:
+            headers.append(self.cache_control if cacheable and response.status in CACHEABLE_STATUSES else NO_STORE)
         if response.status == 503 and cacheable:
             # Behind nginx: let it answer from its cache, within the app's stale-if-error.
             stale = request.environ.get('WSGIAPP_STALE_LOCATION', '')

@@ -446,7 +446,12 @@ def check_settings(report, environ):
 
 
 def check_database(report, environ):
-    settings = config.from_environ(environ)
+    try:
+        settings = config.from_environ(environ)
+    except config.ConfigError as error:  # DATABASE_REPLICA_URL: malformed, or a TLS file unreadable
+        report.fail(f'{error}: uwsgi would not start', 'correct DATABASE_REPLICA_URL (docs/configuration.rst)')
+        environ = {key: value for key, value in environ.items() if key != 'DATABASE_REPLICA_URL'}
+        settings = config.from_environ(environ)
     if settings.database is None:
         if environ.get('DATABASE_URL', '').strip():
             fix = ('write DATABASE_URL as mysql://USER:PASSWORD@HOST/DBNAME, user and password percent-encoded: '
@@ -456,17 +461,13 @@ def check_database(report, environ):
                    '(EnvironmentFile= in the systemd unit, or --env-file)')
         report.fail(settings.database_problem, fix)
         return
-    try:
-        con = MySQLdb.connect(**connect_kwargs(settings, connect_timeout=2, read_timeout=2))
-    except MySQLdb.OperationalError as error:
-        code = error.args[0] if error.args else 0
-        if code in (1044, 1045, 1698):
-            fix = 'check the user and password in DATABASE_URL and the GRANT (docs/deploy.rst, step 2)'
-        elif code == 1049:
-            fix = 'create the database named in DATABASE_URL, or fix its name'
-        else:
-            fix = 'start MariaDB, or fix the host, port or unix_socket in DATABASE_URL'
-        report.fail(f'the database refused or could not be reached: {describe(error)}', fix)
+    for n, replica in enumerate(settings.replica_databases, 1):
+        con = _connect(report, settings, replica, f'DATABASE_REPLICA_URL (replica {n})')
+        if con is not None:
+            con.close()
+            report.ok(f'DATABASE_REPLICA_URL (replica {n}) connects' + _tls_said(replica))
+    con = _connect(report, settings, None, 'DATABASE_URL')
+    if con is None:
         return
     try:
         cursor = con.cursor()
@@ -474,12 +475,39 @@ def check_database(report, environ):
         present = {name for (name,) in cursor.fetchall()}
         missing = [table for table in TABLES if table not in present]
         if not missing:
-            report.ok(f'DATABASE_URL connects and {" and ".join(TABLES)} exist')
+            report.ok(f'DATABASE_URL connects{_tls_said(settings.database)} and {" and ".join(TABLES)} exist')
         else:
             report.fail(f'the database has no {" and no ".join(missing)} table',
                         'run: python -m wsgiapp initdb (then GRANT the app user on it: docs/deploy.rst, step 2)')
     finally:
         con.close()
+
+
+def _tls_said(kwargs):
+    mode = kwargs.get('ssl_mode')
+    return f' over TLS ({mode})' if mode else ''
+
+
+def _connect(report, settings, server, variable):
+    """A connection to `server` (the primary when None), or None and a failure saying why:
+    a certificate not trusted or not for that name is an error, never a fallback to clear text."""
+    try:
+        return MySQLdb.connect(**connect_kwargs(settings, server, connect_timeout=2, read_timeout=2))
+    except MySQLdb.OperationalError as error:
+        code = error.args[0] if error.args else 0
+        if code in (1044, 1045, 1698):
+            fix = (f'check the user and password in {variable} and the GRANT (docs/deploy.rst, step 2); '
+                   'a server with require_secure_transport refuses a login without TLS the same way: '
+                   'add ?ssl-ca=PATH (docs/configuration.rst)')
+        elif code == 1049:
+            fix = f'create the database named in {variable}, or fix its name'
+        elif code == 2026:
+            fix = (f'TLS failed: ssl-ca in {variable} must be the CA that signed the server\'s certificate, '
+                   'and HOST a name or address on that certificate (docs/configuration.rst)')
+        else:
+            fix = f'start MariaDB, or fix the host, port or unix_socket in {variable}'
+        report.fail(f'the database refused or could not be reached ({variable}): {describe(error)}', fix)
+        return None
 
 
 def run_checks(report, args, environ):

@@ -1,7 +1,9 @@
 """Settings, read once from the environment: nothing secret lives in code or git."""
+import hashlib
+import hmac
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 from urllib.parse import unquote_to_bytes
 
@@ -25,6 +27,9 @@ class Settings:
     replica_databases: tuple = ()  # connect() kwargs of each replica (DATABASE_REPLICA_URL)
     replica_wait: float = 0.5  # how long a read with a token waits for its replica to catch up
     replica_max_lag: float = 5.0  # how stale a read without a token may be
+    # Signs consistency tokens (token_key() below); None: no token is trusted. Derived from
+    # the secrets above or WSGIAPP_TOKEN_SECRET, so neither compared nor shown (__repr__).
+    token_key: Optional[bytes] = field(default=None, compare=False)
 
     def __repr__(self):  # never show the password or the token, e.g. in a traceback
         return (f'Settings(database={"set" if self.database else None}, '
@@ -64,20 +69,23 @@ class _Malformed(Exception):
 
 
 def parse_database_url(url, name='DATABASE_URL'):
-    """mysql://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?unix_socket=PATH] -> connect() kwargs.
+    """mysql://USER[:PASSWORD]@HOST[:PORT]/DBNAME[?OPTIONS] -> connect() kwargs; OPTIONS are
+    unix_socket=PATH and TLS's ssl-mode, ssl-ca, ssl-cert, ssl-key (_tls() below).
 
     User and password may hold any character, percent-encoded. Whatever the text, the only
     exception is a ConfigError that names the variable (`name`) and the expected form, never
     the value.
     """
     try:
-        return _parse(url.strip())
+        kwargs = _parse(url.strip())
     except _Malformed as problem:
         # Where a password would be, however malformed the rest: up to the last '@'.
         userinfo = url.partition('://')[2].rpartition('@')[0]
         unencoded = RESERVED_IN_USERINFO & set(userinfo) or STRAY_PERCENT.search(userinfo)
         raise ConfigError(f'{name} {problem}; expected {DATABASE_URL_FORM}'
                           + (f'; {ENCODE_HINT}' if unencoded else '')) from None
+    check_tls_files(kwargs, name)
+    return kwargs
 
 
 def _parse(url):
@@ -121,14 +129,69 @@ def _parse(url):
     if not database or '/' in database:
         raise _Malformed('names no database')
     kwargs['database'] = database
+    options = {}
     for option in filter(None, query.split('&')):
         key, _, value = option.partition('=')
-        if key != 'unix_socket' or not value:
-            raise _Malformed('has an option other than unix_socket=PATH, the only one known')
-        kwargs['unix_socket'] = _decode(value, 'unix_socket')
+        key = OPTIONS.get(key)
+        if not key or not value:
+            raise _Malformed(f'has an option other than {KNOWN_OPTIONS}')
+        options[key] = _decode(value, key)  # the last one of a name counts
+    if 'unix_socket' in options:
+        kwargs['unix_socket'] = options.pop('unix_socket')
     if 'host' not in kwargs and 'unix_socket' not in kwargs:
         raise _Malformed('names no host, and no ?unix_socket=PATH')
+    kwargs.update(_tls(options))
     return kwargs
+
+
+# The query's options: the names of the MySQL and MariaDB command-line clients (--ssl-ca...).
+# ssl_ca... (SQLAlchemy's and mysqlclient's spelling) is ssl-ca.
+OPTIONS = {'unix_socket': 'unix_socket', **{name: name for name in ('ssl-mode', 'ssl-ca', 'ssl-cert', 'ssl-key')},
+           **{name.replace('-', '_'): name for name in ('ssl-mode', 'ssl-ca', 'ssl-cert', 'ssl-key')}}
+KNOWN_OPTIONS = 'unix_socket=PATH, ssl-mode=MODE, ssl-ca=PATH, ssl-cert=PATH and ssl-key=PATH'
+# ssl-mode's values, as MySQL's clients spell them. PREFERRED is refused: it falls back to
+# clear text, unnoticed. With MariaDB Connector/C (what mysqlclient is built on here) both
+# VERIFY_CA and VERIFY_IDENTITY check the chain and the name (MYSQL_OPT_SSL_VERIFY_SERVER_CERT).
+SSL_MODES = ('DISABLED', 'REQUIRED', 'VERIFY_CA', 'VERIFY_IDENTITY')
+TLS_FILES = {'ssl-ca': 'ca', 'ssl-cert': 'cert', 'ssl-key': 'key'}
+
+
+def _tls(options):
+    """connect() kwargs for the ssl-* options: ssl={'ca', 'cert', 'key'} and ssl_mode. Asked
+    for at all (any ssl-* option), TLS is verified unless ssl-mode says less: VERIFY_IDENTITY,
+    the chain to ssl-ca (or the system's CAs) and the server's name."""
+    mode = options.pop('ssl-mode', None)
+    if mode is not None:
+        mode = mode.upper()
+        if mode == 'PREFERRED':
+            raise _Malformed('has ssl-mode=PREFERRED, which falls back to clear text unnoticed; '
+                             'use VERIFY_IDENTITY (or REQUIRED)')
+        if mode not in SSL_MODES:
+            raise _Malformed(f'has an ssl-mode other than {", ".join(SSL_MODES)}')
+    if mode == 'DISABLED':
+        if options:
+            raise _Malformed('has ssl-mode=DISABLED with ssl-ca, ssl-cert or ssl-key')
+        return {}
+    if ('ssl-cert' in options) != ('ssl-key' in options):
+        raise _Malformed('has one of ssl-cert and ssl-key without the other')
+    if mode is None and not options:
+        return {}
+    tls = {'ssl_mode': mode or 'VERIFY_IDENTITY'}
+    if options:
+        tls['ssl'] = {TLS_FILES[key]: path for key, path in options.items()}
+    return tls
+
+
+def check_tls_files(kwargs, name):
+    """ConfigError naming `name` and the option when a file of ssl={...} cannot be read: found
+    at start-up, not at the first connection."""
+    for key, path in (kwargs.get('ssl') or {}).items():
+        try:
+            with open(path, 'rb'):
+                pass
+        except OSError as error:
+            option = next(option for option, field in TLS_FILES.items() if field == key)
+            raise ConfigError(f'{name}: the {option} file cannot be read ({error.strerror})') from None
 
 
 def _decode(text, what):
@@ -175,6 +238,7 @@ def from_environ(environ=None):
         database_problem=problem,
         replica_databases=replica_urls(environ.get('DATABASE_REPLICA_URL', '')),
         api_token=environ.get('WSGIAPP_API_TOKEN') or None,
+        token_key=token_key(environ),
         **{field: number(environ, name) for name, (field, *_) in NUMBERS.items()},
     )
 
@@ -184,3 +248,20 @@ def replica_urls(value):
     in a password is percent-encoded, %2C). A malformed one is a ConfigError: uwsgi refuses
     to start, rather than send every read to the primary unnoticed."""
     return tuple(parse_database_url(url, 'DATABASE_REPLICA_URL') for url in value.split(',') if url.strip())
+
+
+# The label of the key derived from WSGIAPP_API_TOKEN: a key for this one use, from which
+# neither the API token nor a key for anything else can be computed.
+TOKEN_KEY_LABEL = b'wsgiapp consistency-token key v1'
+
+
+def token_key(environ):
+    """The key that signs consistency tokens (replicas.sign_position): WSGIAPP_TOKEN_SECRET
+    when set, else one derived from WSGIAPP_API_TOKEN (HMAC-SHA256 under it, of a label), so
+    one secret is enough; None when neither is set: then no token is trusted, and every read
+    that carries one goes to the primary at once. Every app host of a deployment must get the
+    same secret, or a host will not trust the tokens the others issue."""
+    secret = environ.get('WSGIAPP_TOKEN_SECRET') or environ.get('WSGIAPP_API_TOKEN')
+    if not secret:
+        return None
+    return hmac.new(secret.encode('utf-8'), TOKEN_KEY_LABEL, hashlib.sha256).digest()

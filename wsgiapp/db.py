@@ -21,8 +21,26 @@ class Database:
 
     def write(self, work):
         """work(cursor) in one transaction on the primary: Written(what it returned, and with
-        replicas the consistency token of the commit, else None)."""
-        return self.primary.transaction(work, commit_position if self.replicated else None)
+        replicas the consistency token of the commit, signed (replicas.sign_position), else None)."""
+        written = self.primary.transaction(work, commit_position if self.replicated else None)
+        return written._replace(token=self.router.sign(written.token)) if written.token else written
+
+    def count_failure(self, address, window):
+        """One more wrong bearer token from `address` in `window` (a window number): the
+        address's failures in it, counted on the primary for every process and host. The
+        first failure of a window deletes the rows of windows before the previous one."""
+        key = address.encode('utf-8', 'replace')[:64]
+
+        def work(cursor):
+            cursor.execute('INSERT INTO failed_token (address, time_window, failures) VALUES (%s, %s, 1) '
+                           'ON DUPLICATE KEY UPDATE failures = failures + 1', (key, window))
+            cursor.execute('SELECT failures FROM failed_token WHERE address = %s AND time_window = %s',
+                           (key, window))
+            count = cursor.fetchone()[0]
+            if count == 1:
+                cursor.execute('DELETE FROM failed_token WHERE time_window < %s LIMIT 1000', (window - 1,))
+            return count
+        return self.primary.transaction(work).result
 
     def ping(self, timeout=1):
         """Ready means: a fresh connection answers within `timeout` seconds and the tables are there."""

@@ -55,11 +55,15 @@ _ID = {'name': 'id', 'in': 'path', 'required': True,
 _WRITE_ERRORS = (400, 401, 403, 413, 415, 422, 429, 503, 500)
 # Read your writes, with replicas (docs/replicas.rst): a write answers with a token, a read
 # sends it back (header or cookie) and sees that write.
-_TOKEN_DOC = ('The consistency token of this client\'s last write (X-Consistency-Token of its answer, '
-              'a MariaDB GTID position such as 0-1-42). With read replicas, the read waits until its '
-              'replica has applied that write, or is answered by the primary; a token that is empty or '
-              'malformed (any string is accepted) is answered by the primary. Without replicas it '
-              'changes nothing.')
+_TOKEN_DOC = ('The consistency token of this client\'s last write, exactly as its answer gave it '
+              '(X-Consistency-Token, or the wsgiapp_consistency cookie): the MariaDB GTID position of '
+              'that write, GTIDs joined by ".", then "~" and a 22-character base64url signature, such '
+              'as 0-1-42~9Vx3nB0aQm7Lq2ZtYc1uRw. With read replicas, the read waits (at most '
+              'WSGIAPP_REPLICA_WAIT) until its replica has applied that write, or is answered by the '
+              'primary. A token this deployment did not issue (unsigned, altered, signed under another '
+              'secret, empty or malformed: any string is accepted) is answered by the primary at once. '
+              'Any read that carries one is private (Cache-Control: private, no-store). Without '
+              'replicas it changes nothing else.')
 _TOKEN_PARAMETERS = [
     {'name': 'X-Consistency-Token', 'in': 'header', 'required': False, 'description': _TOKEN_DOC,
      'schema': {'type': 'string'}},
@@ -67,9 +71,12 @@ _TOKEN_PARAMETERS = [
      'description': 'The same token, as the cookie a write sets (for browsers).',
      'schema': {'type': 'string'}},
 ]
+_ISSUED_TOKEN = '^[0-9]+-[0-9]+-[0-9]+([.,][0-9]+-[0-9]+-[0-9]+)*(~[A-Za-z0-9_-]{22})?$'
 _WRITTEN = {
-    'X-Consistency-Token': {'description': 'With read replicas: the GTID of this write, to send back on reads.',
-                            'schema': {'type': 'string'}},
+    'X-Consistency-Token': {'description': 'With read replicas: the signed GTID position of this write '
+                                           '(POSITION~SIGNATURE, or the bare position when the server has no '
+                                           'secret), to send back on reads as it is.',
+                            'schema': {'type': 'string', 'pattern': _ISSUED_TOKEN}},
     'Set-Cookie': {'description': 'With read replicas: wsgiapp_consistency=TOKEN (HttpOnly, Secure, '
                                   'SameSite=Lax, 60 s).', 'schema': {'type': 'string'}},
 }

@@ -1,7 +1,10 @@
 """Where a read goes when there are replicas (docs/replicas.rst): ReadRouter, with the
 ReplicaMonitor it asks, and the consistency tokens (MariaDB GTID positions) that let a
-client read its own writes: what a commit gives (commit_position), what a read accepts
-(gtid_position)."""
+client read its own writes: what a commit gives (commit_position), how the app signs it
+(sign_position) and what a read accepts (verified_position, gtid_position)."""
+import base64
+import hashlib
+import hmac
 import math
 import os
 import re
@@ -32,6 +35,43 @@ def gtid_position(token):
     return ','.join(gtid[0] for gtid in gtids)
 
 
+# A token as issued: the GTID position with '.' between its GTIDs (a comma has no place in a
+# cookie value), '~', then 22 characters of base64url HMAC-SHA256 (128 bits) of the position
+# under settings.token_key. Every character is safe in a URL, a header and a cookie.
+TOKEN_SEPARATOR = '~'
+MAC_CHARS = 22
+
+
+def _mac(key, position):
+    digest = hmac.new(key, b'wsgiapp consistency token\0' + position.encode('ascii'), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode('ascii')[:MAC_CHARS]
+
+
+def sign_position(key, position):
+    """The consistency token of a GTID position: what the app hands out after a write. Without
+    a key, the bare position, which no read trusts (verified_position): read-your-writes then
+    comes from the primary."""
+    if not position or key is None:
+        return position
+    return position.replace(',', '.') + TOKEN_SEPARATOR + _mac(key, position)
+
+
+def verified_position(key, token):
+    """The GTID position of a token this deployment issued (sign_position, same key), or None:
+    unsigned, signed under another key, altered or malformed. Only a verified position is ever
+    waited for: a forged one (a sequence number the primary never reached, a domain no replica
+    saw) would hold a thread for the whole WSGIAPP_REPLICA_WAIT."""
+    if key is None or len(token) > MAX_TOKEN:
+        return None
+    body, separator, mac = token.rpartition(TOKEN_SEPARATOR)
+    position = gtid_position(body.replace('.', ','))
+    if not separator or position is None:
+        return None
+    if not hmac.compare_digest(mac.encode('ascii', 'replace'), _mac(key, position).encode('ascii')):
+        return None
+    return position
+
+
 def commit_position(cursor, con):
     """The consistency token of what just committed on `con`: @@last_gtid, this session's
     last write, when this transaction wrote (it changed); else the primary's whole position
@@ -42,6 +82,15 @@ def commit_position(cursor, con):
     wrote = last != getattr(con, 'wsgiapp_last_gtid', '')
     con.wsgiapp_last_gtid = last
     return last if wrote and last else everything
+
+
+def threads(settings):
+    """The threads a process serves requests with: uwsgi's `threads`, at most the pool's size."""
+    try:
+        import uwsgi  # only there under uwsgi
+        return max(1, min(int(uwsgi.opt.get('threads', 1)), settings.pool_size))
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return settings.pool_size
 
 
 class ReadRouter:
@@ -59,12 +108,22 @@ class ReadRouter:
                        timeouts={'read_timeout': patience, 'write_timeout': patience})
             for n, connect_args in enumerate(settings.replica_databases, 1)]
         self.monitor = ReplicaMonitor(primary, self.replica_pools, settings.replica_max_lag)
+        # At most half the threads (uwsgi's, else the pool's size: a connection per thread,
+        # conf/uwsgi.ini) wait for a replica at once; a read with a token beyond that goes
+        # to the primary at once, so waits never hold every thread of the process.
+        self.waiters = threading.BoundedSemaphore(max(1, threads(settings) // 2))
+
+    def sign(self, position):
+        """A commit's GTID position as the token the client gets (sign_position)."""
+        return sign_position(self.settings.token_key, position)
 
     def read(self, sql, args, token=None):
         """A GET's query. Without replicas, on the primary. With them:
         - with a consistency token (the client's last write): on a replica that has applied
           it, waiting up to replica_wait; else on the primary, and a 503 if it is away, never
-          a stale answer. A token that is empty or malformed goes to the primary at once.
+          a stale answer. A token this deployment did not issue (unsigned, forged, altered,
+          empty, malformed) goes to the primary at once, and so does any read with a token
+          while half the threads already wait for a replica.
         - without one: on a replica at most replica_max_lag behind; else on the primary; and
           while the primary is away, on any replica that still applies what it has (and on
           the primary again, should it be back before the monitor has seen it)."""
@@ -72,7 +131,7 @@ class ReadRouter:
             return self.primary.read(sql, args)
         self.monitor.start()
         if token is not None:
-            return self._read_written(sql, args, gtid_position(token))
+            return self._read_written(sql, args, verified_position(self.settings.token_key, token))
         # The monitor orders the servers; it never rules one out that might answer: a host
         # just back from a partition answers before the next check says so.
         fresh = self.monitor.fresh()
@@ -89,15 +148,20 @@ class ReadRouter:
         raise problem
 
     def _read_written(self, sql, args, position):
-        """On the first applying replica that reaches `position` in time, else on the primary."""
-        for replica in self.monitor.applying() if position else []:
+        """On the first applying replica that reaches `position` in time, else on the primary;
+        on the primary at once when no wait is free (self.waiters)."""
+        if position and self.waiters.acquire(blocking=False):
             try:
-                read = replica.read(sql, args, position, self.settings.replica_wait)
-            except Unavailable:
-                self.monitor.failed(replica)
-                continue
-            if read is not None:
-                return read
+                for replica in self.monitor.applying():
+                    try:
+                        read = replica.read(sql, args, position, self.settings.replica_wait)
+                    except Unavailable:
+                        self.monitor.failed(replica)
+                        continue
+                    if read is not None:
+                        return read
+            finally:
+                self.waiters.release()
         return self.primary.read(sql, args)
 
 

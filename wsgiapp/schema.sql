@@ -21,3 +21,14 @@ CREATE TABLE IF NOT EXISTS idempotency_key (
     created_at  TIMESTAMP         NOT NULL DEFAULT CURRENT_TIMESTAMP,
     KEY idempotency_key_created (created_at)
 ) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+
+-- Wrong bearer tokens per client address and window (a minute: unix time // 60), one count
+-- for every process and host (http.FailedTokens, docs/security.rst). Written only when a
+-- token is wrong; rows of past windows are deleted as new ones start.
+CREATE TABLE IF NOT EXISTS failed_token (
+    address     VARBINARY(64)     NOT NULL,
+    time_window INT UNSIGNED      NOT NULL,
+    failures    INT UNSIGNED      NOT NULL,
+    PRIMARY KEY (address, time_window),
+    KEY failed_token_window (time_window)
+) ENGINE = InnoDB;

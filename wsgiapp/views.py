@@ -2,7 +2,11 @@
 or raises an HTTPError; none calls start_response or encodes anything."""
 import hashlib
 import json
+import threading
+import time
 import unicodedata
+
+import MySQLdb
 
 from wsgiapp import pages
 from wsgiapp.admins import Admins, DuplicateName, KeyInProgress, KeyReused, as_item
@@ -18,6 +22,7 @@ from wsgiapp.http import (
     text,
 )
 from wsgiapp.openapi import OPENAPI
+from wsgiapp.pool import Unavailable
 from wsgiapp.version import VERSION
 
 MAX_ID = 2**32 - 1  # INT UNSIGNED
@@ -72,7 +77,17 @@ class Views:
         self.db = database
         self.admins = Admins(database)
         self.openapi = json.dumps(OPENAPI, indent=1).encode('utf-8')  # built once
-        self.failed_tokens = FailedTokens()
+        self.failed_tokens = FailedTokens(shared=self._count_failure)
+        self._readiness = (float('-inf'), None)  # (checked at, None when ready, else why not)
+        self._readiness_lock = threading.Lock()
+
+    def _count_failure(self, address, window):
+        """The shared count of wrong tokens (Database.count_failure), or None while the
+        database cannot keep it: FailedTokens then counts in this process alone."""
+        try:
+            return self.db.count_failure(address, window)
+        except (Unavailable, MySQLdb.Error):
+            return None
 
     def _page(self, request):
         limit = request.int_param('limit', DEFAULT_LIMIT, 1, MAX_LIMIT)
@@ -165,6 +180,27 @@ class Views:
     def healthz(self, request):
         return text(f'ok version={VERSION}\n')
 
+    READINESS_SECONDS = 1.0
+
     def readyz(self, request):
-        self.db.ping(timeout=1)  # pool.Unavailable becomes a 503, in app.py
+        """The last readiness check of this process (Database.ping), made again once it is a
+        second old: however often probes come, the database sees at most one new connection
+        a second from a process. One request at a time checks; meanwhile the others answer
+        from the last result (the first ones wait for it)."""
+        checked_at, problem = self._readiness
+        if time.monotonic() - checked_at >= self.READINESS_SECONDS:
+            if self._readiness_lock.acquire(blocking=checked_at == float('-inf')):
+                try:
+                    checked_at, problem = self._readiness  # perhaps just checked by another
+                    if time.monotonic() - checked_at >= self.READINESS_SECONDS:
+                        try:
+                            self.db.ping(timeout=1)
+                            problem = None
+                        except Unavailable as error:
+                            problem = str(error)
+                        self._readiness = (time.monotonic(), problem)
+                finally:
+                    self._readiness_lock.release()
+        if problem is not None:
+            raise Unavailable(problem)  # a 503, in app.py
         return text('ready\n')
