@@ -8,7 +8,7 @@ from wsgiref.validate import validator
 import pytest
 import webtest
 
-from wsgiapp import config
+from wsgiapp import config, pages
 from wsgiapp.app import Application
 from wsgiapp.routing import RESERVED
 from wsgiapp.version import PACKAGE, VERSION, code_version
@@ -164,3 +164,54 @@ def test_pep3333_conformance_under_wsgiref_validator():
         result.close()
         assert seen[0].startswith(expected), (path, seen)
         assert (body == b'') == (method == 'HEAD')
+
+
+# The page functions themselves (wsgiapp.pages), markup exactly as sent.
+
+HEAD = ('<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        '<link rel="stylesheet" href="/static/style.css">\n<link rel="icon" href="/favicon.ico">\n')
+
+
+def document(title, body):
+    return f'{HEAD}<title>{title}</title>\n</head>\n<body>\n<main>\n{body}</main>\n</body>\n</html>\n'
+
+
+def test_a_page_escapes_its_title_not_its_body():
+    assert pages.page('a < b & "c"', '<p>x</p>\n') == document('a &lt; b &amp; &quot;c&quot;', '<p>x</p>\n')
+
+
+def test_hello_world():
+    assert pages.HELLO_WORLD_HTML == document(
+        'hello world', '<h1>hello world</h1>\n<p><a href="/admins">admins</a></p>\n')
+
+
+def test_hello_escapes_the_name_in_title_and_heading():
+    assert pages.hello("<b>'Zoë'</b>") == document(
+        'hello, &lt;b&gt;&#x27;Zoë&#x27;&lt;/b&gt;', '<h1>hello, &lt;b&gt;&#x27;Zoë&#x27;&lt;/b&gt;</h1>\n')
+
+
+def test_admins_table_with_escaped_cells_and_a_next_link():
+    rows = [(1, 'ann', 'ann@example.com', '2024-01-02T03:04:05.123456'),
+            (22, '<script>', '"x"@example.com', '2025-12-31 23:59:59')]
+    assert pages.admins(rows, '/admins?after=22&limit=2') == document('admins', (
+        '<h1>admins</h1>\n<table>\n'
+        '<thead><tr><th>id</th><th>name</th><th>email</th><th>created (UTC)</th></tr></thead>\n<tbody>\n'
+        '<tr><td>1</td><td>ann</td><td>ann@example.com</td>'
+        '<td><time datetime="2024-01-02T03:04:05.123456">2024-01-02 03:04:05</time></td></tr>\n'
+        '<tr><td>22</td><td>&lt;script&gt;</td><td>&quot;x&quot;@example.com</td>'
+        '<td><time datetime="2025-12-31 23:59:59">2025-12-31 23:59:59</time></td></tr>\n'
+        '</tbody>\n</table>\n'
+        '<p><a rel="next" href="/admins?after=22&amp;limit=2">next page</a></p>\n'))
+
+
+def test_admins_without_rows_or_next_page():
+    assert pages.admins([], None) == document('admins', '<h1>admins</h1>\n<p>No admins here.</p>\n')
+    assert pages.admins([], '') == document('admins', '<h1>admins</h1>\n<p>No admins here.</p>\n')
+    one = pages.admins([(5, 'bo', 'b@o', '2024-01-02T03:04:05')], None)
+    assert 'rel="next"' not in one and '<td>bo</td>' in one
+
+
+def test_error_page_escapes_reason_and_message():
+    assert pages.error(404, 'Not <Found>', 'nothing is at /<x>') == document(
+        '404 Not &lt;Found&gt;', '<h1>404 Not &lt;Found&gt;</h1>\n<p>nothing is at /&lt;x&gt;</p>\n')
