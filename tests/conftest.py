@@ -137,3 +137,16 @@ def cluster():
     finally:
         running.down()
         shutil.rmtree(running.base.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope='module')
+def pair(tmp_path_factory):
+    """A MariaDB primary and a replica following it by GTID on 127.0.0.1 TCP, as `make
+    cluster` runs them (launcher.replication.local_pair): one pair per test module."""
+    from launcher.replication import local_pair
+    primary, replica = local_pair(tmp_path_factory.mktemp('replication'))
+    try:
+        yield primary, replica
+    finally:
+        replica.stop()
+        primary.stop()

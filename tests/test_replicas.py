@@ -6,30 +6,20 @@ import re
 import threading
 import time
 
-import MySQLdb
 import pytest
 import webtest
 
-from launcher.replication import caught_up, local_pair
+from launcher.replication import caught_up
 from launcher.wait import wait_for
+from tests.helpers.servers import TOKEN, Held
 from wsgiapp import config, db
 from wsgiapp.admins import Admins
 from wsgiapp.app import Application
 
-TOKEN = 's3cret-token'
 AUTH = {'Authorization': f'Bearer {TOKEN}'}
 
 pytestmark = pytest.mark.mariadb
 
-
-@pytest.fixture(scope='module')
-def pair(tmp_path_factory):
-    primary, replica = local_pair(tmp_path_factory.mktemp('replication'))
-    try:
-        yield primary, replica
-    finally:
-        replica.stop()
-        primary.stop()
 
 
 def back_on_replica(app, seconds):
@@ -37,21 +27,6 @@ def back_on_replica(app, seconds):
     wait_for(lambda: app.get('/api/admins').headers['X-Read-Source'] == 'replica1', seconds,
              'a tokenless read answered by the replica again', interval=0.1)
 
-
-class Held:
-    """The replica's SQL thread held up by a table lock on vc_admin: it runs, receives and
-    falls behind, as a replica busy with a long transaction does."""
-
-    def __init__(self, replica):
-        self.con = MySQLdb.connect(**replica.admin_kwargs(), database='wsgiapp')
-
-    def __enter__(self):
-        self.con.query('LOCK TABLES vc_admin READ')
-        return self
-
-    def __exit__(self, *exc):
-        self.con.query('UNLOCK TABLES')
-        self.con.close()
 
 
 @pytest.fixture

@@ -15,15 +15,14 @@ import time
 import uuid
 from urllib.parse import urlsplit
 
-import MySQLdb
 import pytest
 import webtest
 
+from tests.helpers.servers import TOKEN, Held
 from wsgiapp import config
 from wsgiapp.app import Application
 from wsgiapp.replicas import sign_position, verified_position
 
-TOKEN = 's3cret-token'
 AUTH = {'Authorization': f'Bearer {TOKEN}'}
 PRIVATE = 'private, no-store'
 ISSUED = re.compile(r'0-1-[0-9]+~[A-Za-z0-9_-]{22}')
@@ -54,16 +53,6 @@ def test_the_key_comes_from_its_own_secret_or_is_derived_from_the_api_token():
     assert 'token_key' not in repr(config.from_environ({'WSGIAPP_TOKEN_SECRET': 'a'}))
 
 
-@pytest.fixture(scope='module')
-def pair(tmp_path_factory):
-    from launcher.replication import local_pair
-    primary, replica = local_pair(tmp_path_factory.mktemp('review-replication'))
-    try:
-        yield primary, replica
-    finally:
-        replica.stop()
-        primary.stop()
-
 
 @pytest.fixture
 def replicated(pair):
@@ -83,20 +72,6 @@ def replicated(pair):
         return app
     return make
 
-
-class Held:
-    """The replica's SQL thread held up by a lock on vc_admin: it runs, and falls behind."""
-
-    def __init__(self, replica):
-        self.con = MySQLdb.connect(**replica.admin_kwargs(), database='wsgiapp')
-
-    def __enter__(self):
-        self.con.query('LOCK TABLES vc_admin READ')
-        return self
-
-    def __exit__(self, *exc):
-        self.con.query('UNLOCK TABLES')
-        self.con.close()
 
 
 def create(app, name):

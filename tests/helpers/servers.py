@@ -36,3 +36,20 @@ def admin_session(connect_kwargs):
         return cursor.fetchall()
     session.connection, session.close = connection, connection.close
     return session
+
+
+class Held:
+    """A replica's SQL thread held up by a table lock on vc_admin: it runs, receives and
+    falls behind, as a replica busy with a long transaction does."""
+
+    def __init__(self, replica):
+        import MySQLdb
+        self.con = MySQLdb.connect(**replica.admin_kwargs(), database='wsgiapp')
+
+    def __enter__(self):
+        self.con.query('LOCK TABLES vc_admin READ')
+        return self
+
+    def __exit__(self, *exc):
+        self.con.query('UNLOCK TABLES')
+        self.con.close()
