@@ -13,9 +13,10 @@ BIN := $(VENV)/bin
 # development stack and the tests add.
 # libssl-dev: uwsgi compiles its ssl-socket (the cluster's link) only when the headers are there.
 SERVER_PACKAGES := mariadb-client libmariadb-dev libssl-dev pkg-config gcc python3-dev python3-venv openssl
-DEBIAN_PACKAGES := $(SERVER_PACKAGES) mariadb-server nginx chromium wrk iproute2
+DEBIAN_PACKAGES := $(SERVER_PACKAGES) mariadb-server nginx chromium wrk iproute2 systemd-container debootstrap
 
 .PHONY: all deps venv install run stop status check env sql lint test test-unit docs mutation faults bench clean \
+        server server-stop \
         cluster cluster-status cluster-deploy cluster-stop
 all: run
 
@@ -82,7 +83,7 @@ faults: venv
 bench: venv
 	$(BIN)/python -m bench.run
 
-clean: stop cluster-stop
+clean: stop cluster-stop server-stop
 	rm -rf $(VAR) $(VENV) *.egg-info
 
 STACK = $(BIN)/python -m launcher
@@ -124,3 +125,11 @@ cluster-deploy: venv
 
 cluster-stop:
 	@if [ -x $(BIN)/python ]; then $(call CLUSTER,down); fi
+
+# A booted Debian 12 server (systemd-nspawn, as root) with this checkout deployed on it by
+# docs/deploy.rst's steps, as on a real machine: `make server` prints its URL (docs/server.rst).
+server: venv
+	@$(BIN)/python -m launcher.server up $(VAR)/server
+
+server-stop:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m launcher.server down $(VAR)/server; fi
