@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from launcher.process import ROOT
-from wsgiapp import check
+from wsgiapp import check, envfile
 
 SITE = ROOT / 'conf' / 'nginx' / 'wsgiapp.conf'
 WWW_DATA = 33  # Debian's nginx user
@@ -176,7 +176,7 @@ def test_socket_group_may_hold_nginx_and_the_socket_owner_only(tmp_path, listeni
     assert "socket's group" not in run(tmp_path, {}, sock=listening, nginx_user='www-data')[1]
 
 
-def test_uwsgi_running_as_root_fails_unless_a_private_stack(tmp_path):
+def test_uwsgi_running_as_root_fails_even_for_a_private_stack(tmp_path):
     pidfile = tmp_path / 'uwsgi.pid'
     pidfile.write_text(f'{os.getpid()}\n')  # a process whose user is ours: root when the suite is root
     output = run(tmp_path, {}, args=['--pidfile', pidfile])[1]
@@ -185,7 +185,7 @@ def test_uwsgi_running_as_root_fails_unless_a_private_stack(tmp_path):
         return
     line = line_of(output, 'runs as root')
     assert line.startswith('FAIL') and 'User=wsgiapp' in line
-    # No exemption for a private stack any more: make run's uwsgi drops root too (issue 19).
+    # No exemption for a private stack: make run's uwsgi drops root too.
     line = line_of(run(tmp_path, {}, args=['--pidfile', pidfile, '--private-stack'])[1], 'runs as root')
     assert line.startswith('FAIL')
 
@@ -368,13 +368,13 @@ def test_missing_static_root_is_named(tmp_path):
 def test_env_file_values_as_systemd_reads_them(tmp_path, line, value):
     path = tmp_path / 'env'
     path.write_text(f'# a comment\n; another\n\n{line}\n')
-    assert check.read_env_file(path) == ({'KEY': value}, [])
+    assert envfile.read_env_file(path) == ({'KEY': value}, [])
 
 
 def test_env_file_lines_systemd_skips_are_problems(tmp_path):
     path = tmp_path / 'env'
     path.write_text('export DATABASE_URL=mysql://u:p@h/d\nWSGIAPP_API_TOKEN\n1BAD=x\nGOOD=1\n')
-    assert check.read_env_file(path) == ({'GOOD': '1'}, [
+    assert envfile.read_env_file(path) == ({'GOOD': '1'}, [
         'line 1 is not KEY=VALUE ("export" is shell, not systemd)', 'line 2 is not KEY=VALUE',
         'line 3 is not KEY=VALUE'])
     output = run(tmp_path, {}, args=['--env-file', path])[1]

@@ -10,12 +10,12 @@ import stat
 import MySQLdb
 
 from wsgiapp import config
+from wsgiapp.envfile import read_env_file
 from wsgiapp.pool import connect_kwargs, describe
 from wsgiapp.schema import TABLES
 
 DEFAULT_RUN_DIR = '/run/wsgiapp'
 DEFAULT_ENV_FILE = '/etc/wsgiapp/env'  # the systemd unit's EnvironmentFile=
-ENV_NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 ENCODE_COMMAND = """python3 -c 'import urllib.parse, sys; print(urllib.parse.quote(sys.argv[1], safe=""))' PASSWORD"""
 MAX_STATIC_FILES = 10000  # enough for any static directory; a root of / would walk forever
 # Permission bits for (owner, group, others).
@@ -79,35 +79,6 @@ def _described(path, info):
 
 
 # The environment file
-
-def read_env_file(path):
-    """(variables, problems) from a file as systemd's EnvironmentFile= reads it: KEY=VALUE
-    lines, '#' and ';' comment lines, blank lines, values optionally in single or double
-    quotes. systemd skips a line it cannot read (`export KEY=...`, no '='), leaving the
-    variable unset: each such line is a problem. Raises OSError or UnicodeDecodeError."""
-    variables, problems = {}, []
-    with open(path, encoding='utf-8') as lines:
-        for number, line in enumerate(lines, 1):
-            line = line.strip()
-            if not line or line[0] in '#;':
-                continue
-            key, equals, value = line.partition('=')
-            key = key.strip()
-            if not equals or not ENV_NAME.fullmatch(key):
-                exported = ' ("export" is shell, not systemd)' if key.startswith('export') else ''
-                problems.append(f'line {number} is not KEY=VALUE{exported}')
-                continue
-            variables[key] = _unquote(value.strip())
-    return variables, problems
-
-
-def _unquote(value):
-    if len(value) >= 2 and value[0] == value[-1] == "'":
-        return value[1:-1]
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        return re.sub(r'\\([\\"`$])', r'\1', value[1:-1])  # the escapes systemd reads in double quotes
-    return re.sub(r'\\(.)', r'\1', value)  # unquoted, systemd drops a backslash and keeps what follows
-
 
 def check_env_file(report, path):
     """The variables the file gives uwsgi, or {} when it cannot be read."""
@@ -242,11 +213,10 @@ def check_uwsgi_user(report, pidfile, given, private_stack):
         return
     if '0' not in uids:  # real, effective, saved and filesystem uid
         report.ok(f'uwsgi (pid {pid}) runs as {_user_name(int(uids[1]))}, not root')
-    elif private_stack:
-        report.ok(f'uwsgi (pid {pid}) runs as root: a private development stack (--private-stack)')
-    else:
+    else:  # everywhere, a private stack too: make run drops to wsgiapp (conf/uwsgi.ini's uid)
         report.fail(f'uwsgi (pid {pid}) runs as root: a hole in the app or its libraries is a root shell',
-                    'run it as its own user: User=wsgiapp in the systemd unit (conf/systemd/wsgiapp.service)')
+                    'run it as its own user: User=wsgiapp in the systemd unit (conf/systemd/wsgiapp.service), '
+                    "or conf/uwsgi.ini's uid and gid when started as root")
 
 
 # nginx

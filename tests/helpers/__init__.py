@@ -6,7 +6,7 @@
   and network namespaces, and the admin SQL helper (admin_sql, over launcher.mariadb.run_sql);
 - procs: process groups, uwsgi's workers and a process's capabilities (launcher.procs, psutil);
 - systemd: the unit's [Service] settings and the environment it gives uwsgi (its
-  EnvironmentFile= read by wsgiapp.check.read_env_file), and a READY=1 listener that also
+  EnvironmentFile= read by wsgiapp.envfile.read_env_file), and a READY=1 listener that also
   knows who sent it;
 - load: the fault suite's steady load, its per-scenario report, and the edge's access log.
 

@@ -24,8 +24,8 @@ def unit_settings(path):
 
 
 def read_env_file(path):
-    """The variables of an EnvironmentFile=, by systemd's rules: wsgiapp.check.read_env_file."""
-    from wsgiapp.check import read_env_file
+    """The variables of an EnvironmentFile=, by systemd's rules: wsgiapp.envfile.read_env_file."""
+    from wsgiapp.envfile import read_env_file
     return read_env_file(path)[0]
 
 
