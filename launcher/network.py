@@ -14,9 +14,9 @@ from launcher.process import binary, say
 # The /24s the namespaces may use: 10.213.K.0/24, the first one free from a K of the
 # cluster's own (a hash of its directory), so two clusters of two checkouts never meet.
 RANGE = ipaddress.ip_network('10.213.0.0/16')
-# Each host's last octet: the machine (on the bridge) .1, edge .2, appN 10+N, dbN 99+N,
-# and testN 200+N for hosts a test adds (an intruder).
-NAMED = {'bridge': 1, 'edge': 2}
+# Each host's last octet: the machine (on the bridge) .1, edge .2, a booted server
+# (launcher/machine.py) .3, appN 10+N, dbN 99+N, and testN 200+N for hosts a test adds (an intruder).
+NAMED = {'bridge': 1, 'edge': 2, 'server': 3}
 NUMBERED = {'app': 10, 'db': 99, 'test': 200}
 
 

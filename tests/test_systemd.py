@@ -3,6 +3,7 @@ offline security score, then uwsgi started with the unit's own ExecStart, enviro
 the hardening that applies outside systemd (no capabilities, no new privileges, its
 umask), telling a NOTIFY_SOCKET of the test's own that it is ready."""
 import os
+import pwd
 import re
 import shlex
 import signal
@@ -55,6 +56,8 @@ def test_uwsgi_under_the_units_settings_notifies_ready_once_it_answers_and_stops
     group = 'www-data' if os.geteuid() == 0 else str(os.getegid())
     environ['WSGIAPP_SOCKET_OWNER'] = environ['WSGIAPP_SOCKET_OWNER'].replace('wsgiapp-sock', group) \
         .replace('wsgiapp:', f'{os.geteuid()}:')  # stand-ins for the unit's user and group
+    # The unit's User= and Group=: this test's own, which uwsgi's uid/gid then leave as they are.
+    environ['WSGIAPP_USER'] = pwd.getpwuid(os.geteuid()).pw_name
     command = shlex.split(stand_in(one['ExecStart'], tmp_path))
     # What applies outside systemd: CapabilityBoundingSet= (none), NoNewPrivileges, UMask.
     assert one['CapabilityBoundingSet'] == '' and one['NoNewPrivileges'] == 'true'

@@ -1,6 +1,5 @@
-"""The systemd unit as tests/test_systemd.py and the systemctl stand-in of tests/deploy read
-it, without systemd. Standard library only at import time: the stand-in runs under the
-server's python3, which has neither MySQLdb nor psutil."""
+"""The systemd unit as tests/test_systemd.py reads it, to run uwsgi under the unit's
+settings without systemd (tests/test_server.py checks the same unit under real systemd)."""
 import os
 import shlex
 import socket
