@@ -7,6 +7,7 @@ generated password and rights on the application's database alone."""
 import os
 import pwd
 import secrets
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -48,7 +49,7 @@ class MariaDB:
     APP_GRANTS = (f'SELECT, INSERT, UPDATE, DELETE ON {APP_DATABASE}.*',)
 
     def __init__(self, base, port=None, address='127.0.0.1', server_id=1, extra_args=(), wrap=(),
-                 client_host=None, app_grants=APP_GRANTS):
+                 client_host=None, app_grants=APP_GRANTS, authority=None, accounts=None):
         self.base = Path(base).resolve()
         self.datadir = self.base / 'mariadb'
         # Socket and pid file in a directory only we can enter.
@@ -66,6 +67,14 @@ class MariaDB:
         # Where the application user may connect from over TCP (a MariaDB host pattern).
         self.client_host = client_host or ('127.0.0.1' if address.startswith('127.') else '%')
         self.app_grants = app_grants  # a replica's user only reads, and may see its replication state
+        # With an Authority (launcher/tls.py): TCP only over TLS (require_secure_transport),
+        # with a certificate of that CA for this host's name and address; the unix socket
+        # counts as secure and stays as it is.
+        self.authority = authority
+        self.tls_dir = self.base / 'tls'
+        # A function: the application's TCP accounts, [(user, host, password)], e.g. one per app host,
+        # each bound to that host's address; None: APP_USER at client_host (and localhost).
+        self.accounts = accounts
 
     # The administrator is the OS user who runs the server (MariaDB's unix_socket auth):
     # root when we are root, else our own login name.
@@ -82,11 +91,14 @@ class MariaDB:
         return {'unix_socket': str(self.socket), 'user': self.admin_user, 'charset': 'utf8mb4',
                 'autocommit': True}
 
-    def url(self, tcp=False):
-        """DATABASE_URL of the application user (only SELECT, INSERT, UPDATE, DELETE)."""
-        credentials = f'{APP_USER}:{quote(self.password(), safe="")}'
+    def url(self, tcp=False, user=APP_USER, password=None):
+        """DATABASE_URL of the application user (only SELECT, INSERT, UPDATE, DELETE); over
+        TCP to a server with TLS, verified: its CA, and the name is checked (VERIFY_IDENTITY)."""
+        credentials = f'{quote(user, safe="")}:{quote(password or self.password(), safe="")}'
         if tcp:
-            return f'mysql://{credentials}@{self.address}:{self.port}/{APP_DATABASE}'
+            tls = (f'?ssl-ca={quote(str(self.authority.cert))}&ssl-mode=VERIFY_IDENTITY'
+                   if self.authority else '')
+            return f'mysql://{credentials}@{self.address}:{self.port}/{APP_DATABASE}{tls}'
         return f'mysql://{credentials}@localhost/{APP_DATABASE}?unix_socket={self.socket}'
 
     def admin_url(self):
@@ -101,10 +113,29 @@ class MariaDB:
         self._secure()
         self._create_app_user()
 
+    def certificate(self):
+        """This server's certificate, key and CA in tls/ (mode 0600), from its Authority: for
+        its host name (db1...) and its address, the names a client checks."""
+        cert, key = self.authority.issue(f'{self.base.name}-{self.address}', dns=[self.base.name],
+                                         ips=[self.address])
+        self.tls_dir.mkdir(parents=True, exist_ok=True)
+        self.tls_dir.chmod(0o700)
+        for source, target in ((cert, 'server.pem'), (key, 'server.key'), (self.authority.cert, 'ca.pem')):
+            shutil.copy(source, self.tls_dir / target)
+            (self.tls_dir / target).chmod(0o600)
+
+    def tls_args(self):
+        if not (self.authority and self.port):
+            return []
+        return [f'--ssl-cert={self.tls_dir / "server.pem"}', f'--ssl-key={self.tls_dir / "server.key"}',
+                f'--ssl-ca={self.tls_dir / "ca.pem"}', '--tls-version=TLSv1.2,TLSv1.3',
+                # A client that does not start TLS is refused before it may log in.
+                '--require-secure-transport=ON']
+
     def command(self):
         """mariadbd's command line (the cluster runs it inside a network namespace)."""
         as_root = ['--user=root'] if os.geteuid() == 0 else []
-        network = ([f'--port={self.port}', f'--bind-address={self.address}'] if self.port
+        network = ([f'--port={self.port}', f'--bind-address={self.address}', *self.tls_args()] if self.port
                    else ['--skip-networking'])
         return [
             binary('mariadbd'), '--no-defaults', f'--datadir={self.datadir}', f'--socket={self.socket}',
@@ -131,7 +162,14 @@ class MariaDB:
         for directory in (self.run_dir, self.files_dir):
             directory.mkdir(parents=True, exist_ok=True)
             directory.chmod(0o700)
+        if os.geteuid() == 0:
+            # uwsgi drops root (conf/uwsgi.ini's uid): its group may reach the socket, no more.
+            from launcher.uwsgi import app_ids
+            os.chown(self.run_dir, -1, app_ids()[1])
+            self.run_dir.chmod(0o710)
         self.initialize()
+        if self.authority and self.port:
+            self.certificate()
         say(f'starting MariaDB on {self.socket}' + (f' and {self.address}:{self.port}' if self.port else ''))
         subprocess.Popen([*self.wrap, *self.command()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
@@ -154,11 +192,28 @@ class MariaDB:
         for user, host in rows:
             self.sql(LOCAL_ONLY, ('DROP USER %s@%s', (user, host)))
 
+    def app_accounts(self):
+        """[(user, host, password)]: the application's accounts on this server."""
+        if self.accounts is not None:
+            return [(APP_USER, 'localhost', self.password()), *self.accounts()]
+        return [(APP_USER, host, self.password()) for host in ('localhost', self.client_host)]
+
     def _create_app_user(self):
+        """The application's accounts, and no other: one of an earlier layout (e.g. wsgiapp@'10.1.2.%',
+        any host of a subnet, or the account of an app host that is gone) is dropped."""
+        wanted = self.app_accounts()
         statements = [LOCAL_ONLY, f'CREATE DATABASE IF NOT EXISTS {APP_DATABASE} CHARACTER SET utf8mb4']
-        for host in ('localhost', self.client_host):
-            statements.append(('CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s', (APP_USER, host, self.password())))
-            statements += [(f'GRANT {grant} TO %s@%s', (APP_USER, host)) for grant in self.app_grants]
+        existing = self.sql(("SELECT user, host FROM mysql.user WHERE user = %s OR user LIKE %s",
+                             (APP_USER, APP_USER + r'\_%')))
+        keep = {(user, host) for user, host, _ in wanted}
+        statements += [('DROP USER %s@%s', account) for account in existing if tuple(account) not in keep]
+        for user, host, password in wanted:
+            statements.append(('CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s', (user, host, password)))
+            # The password of the file, whatever the account had (a host's file may be new).
+            # Over TCP with TLS only, if ever require_secure_transport were turned off.
+            require = ' REQUIRE SSL' if self.authority and host != 'localhost' else ''
+            statements.append((f'ALTER USER %s@%s IDENTIFIED BY %s{require}', (user, host, password)))
+            statements += [(f'GRANT {grant} TO %s@%s', (user, host)) for grant in self.app_grants]
         self.sql(*statements)
 
     def stop(self):

@@ -27,19 +27,42 @@ def replication_password(primary):
     return secret_file(primary.base / 'replication-password')
 
 
-def allow_replicas(primary, client_host):
-    """The user replicas connect as, on the primary only: REPLICATION SLAVE and nothing else."""
-    primary.sql(LOCAL_ONLY,
-                ('CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s',
-                 (REPLICATION_USER, client_host, replication_password(primary))),
-                ('GRANT REPLICATION SLAVE ON *.* TO %s@%s', (REPLICATION_USER, client_host)))
+def allow_replicas(primary, hosts):
+    """The user replicas connect as, on the primary only: REPLICATION SLAVE and nothing else,
+    from `hosts` (the replicas' addresses; a string is one) and no other: an account of an
+    earlier layout (a whole subnet, a retired replica) is dropped. Over TLS only when the
+    primary has it (REQUIRE SSL)."""
+    hosts = [hosts] if isinstance(hosts, str) else list(hosts)
+    existing = primary.sql(('SELECT host FROM mysql.user WHERE user = %s', (REPLICATION_USER,)))
+    require = ' REQUIRE SSL' if primary.authority else ''
+    statements = [LOCAL_ONLY, *(('DROP USER %s@%s', (REPLICATION_USER, host))
+                                for (host,) in existing if host not in hosts)]
+    for host in hosts:
+        statements += [('CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s',
+                        (REPLICATION_USER, host, replication_password(primary))),
+                       (f'ALTER USER %s@%s{require}', (REPLICATION_USER, host)),
+                       ('GRANT REPLICATION SLAVE ON *.* TO %s@%s', (REPLICATION_USER, host))]
+    primary.sql(*statements)
+
+
+def tls_options(primary):
+    """CHANGE MASTER TO's TLS options: with a primary that has TLS, encrypted and verified
+    (the chain to its CA and its name, MASTER_SSL_VERIFY_SERVER_CERT), else none."""
+    if not primary.authority:
+        return '', ()
+    return (', MASTER_SSL = 1, MASTER_SSL_CA = %s, MASTER_SSL_VERIFY_SERVER_CERT = 1',
+            (str(primary.authority.cert),))
 
 
 def follow(primary, replica):
     """Make `replica` follow `primary`: once, a copy of the application's database at a GTID
     position (mariadb-dump --single-transaction --gtid --master-data), then replication from
     that position on. Idempotent: a replica that already follows is only started."""
+    tls, tls_args = tls_options(primary)
     if replica.sql('SHOW SLAVE STATUS'):
+        # The link's TLS as it is now (a replica of an earlier layout may follow in clear text).
+        if tls:
+            replica.sql('STOP SLAVE', ('CHANGE MASTER TO ' + tls.lstrip(', '), tls_args))
         replica.sql('START SLAVE')
         return
     say(f'seeding the replica {replica.address} from the primary {primary.address} (mariadb-dump)')
@@ -57,8 +80,8 @@ def follow(primary, replica):
     if dumped != 0 or load.returncode != 0:
         raise RuntimeError(f'seeding the replica failed: {dump.stderr.read().decode()}{load.stderr}')
     replica.sql(('CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %s, MASTER_USER = %s, '
-                 'MASTER_PASSWORD = %s, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1',
-                 (primary.address, primary.port, REPLICATION_USER, replication_password(primary))),
+                 'MASTER_PASSWORD = %s, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1' + tls,
+                 (primary.address, primary.port, REPLICATION_USER, replication_password(primary), *tls_args)),
                 'START SLAVE')
 
 

@@ -39,6 +39,9 @@ class Authority:
             _openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
                      '-days', '825', '-subj', f'/CN={self.name}', '-keyout', str(self.key), '-out', str(self.cert),
                      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign')
+        # The CA's certificate is public, and whoever checks a peer reads it: uwsgi's app once it
+        # dropped root (conf/uwsgi.ini's uid) reads the database CA. Its key stays 0600.
+        self.cert.chmod(0o644)
 
     def issue(self, name, dns=(), ips=(), client=False):
         """(cert, key) paths for `name`, signed by this CA; made once."""

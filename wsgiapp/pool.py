@@ -43,7 +43,8 @@ class Written(NamedTuple):
 
 def connect_kwargs(settings, server=None, **overrides):
     """Keyword arguments for MySQLdb.connect() to `server` (the primary by default): utf8mb4,
-    UTC timestamps, autocommit."""
+    UTC timestamps, autocommit; its URL's TLS as config parsed it (ssl={'ca', 'cert', 'key'}
+    and ssl_mode, which mysqlclient turns into MariaDB Connector/C's TLS options)."""
     kwargs = dict(settings.database if server is None else server, charset='utf8mb4', autocommit=True,
                   connect_timeout=settings.connect_timeout,
                   read_timeout=settings.read_timeout, write_timeout=settings.read_timeout,
