@@ -11,8 +11,7 @@ TLS_PORT ?= 8443
 BIN := $(VENV)/bin
 # What a server needs (the build headers are for mysqlclient and uwsgi), then what the
 # development stack and the tests add.
-# libssl-dev: uwsgi compiles its ssl-socket (the cluster's link) only when the headers are there.
-SERVER_PACKAGES := mariadb-client libmariadb-dev libssl-dev pkg-config gcc python3-dev python3-venv openssl
+SERVER_PACKAGES := mariadb-client libmariadb-dev pkg-config gcc python3-dev python3-venv openssl
 DEBIAN_PACKAGES := $(SERVER_PACKAGES) mariadb-server nginx chromium wrk iproute2 systemd-container debootstrap
 
 .PHONY: all deps venv install run stop status check env sql lint test test-unit docs mutation faults bench clean \

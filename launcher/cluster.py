@@ -1,6 +1,7 @@
 """More than one host: an edge nginx in front of app hosts, each running uwsgi from the
-shipped conf/uwsgi.ini in its cluster form (the uwsgi protocol over mutual TLS), and a
-database host; `make cluster`, `make cluster-deploy`, `make cluster-stop`.
+shipped conf/uwsgi.ini on its unix socket behind an nginx of its own that terminates the
+edge's mutual TLS (conf/nginx/wsgiapp-app.conf), and a database host; `make cluster`,
+`make cluster-deploy`, `make cluster-stop`.
 
 Each host is a network namespace on a bridge of the launcher's own (network.py), or, without
 root, a loopback address. Under BASE (var/cluster): a directory per host, what it would
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from launcher.mariadb import MariaDB
 from launcher.network import Network
-from launcher.nginx import Nginx
+from launcher.nginx import AppNginx, Nginx
 from launcher.process import ROOT, say, secret_file, wait_ready
 from launcher.replication import PRIMARY_ARGS, REPLICA_ARGS, REPLICA_GRANTS, allow_replicas, follow
 from launcher.single import make_run_dir, remove_run_dir, run_dir_for
@@ -26,8 +27,18 @@ from wsgiapp.version import code_version
 PORTS = {True: {'http': 80, 'https': 443, 'app': 3031, 'db': 3306},
          False: {'http': 18080, 'https': 18443, 'app': 13031, 'db': 13306}}
 APP_NAME = 'app.wsgiapp.internal'  # the name on every app host's certificate (wsgiapp-link.conf)
-# Passive health (conf/nginx/wsgiapp.conf says why).
-SERVER_OPTIONS = 'max_fails=1 fail_timeout=5s'
+# Passive health (docs/cluster.rst says why): a host is marked failed for 5 s after 3 failed
+# attempts (refused, reset, closed without an answer, or no TLS handshake within 1 s) in 5 s.
+# A busy host is not a failed one: its nginx accepts and handshakes at once, and requests
+# wait in uwsgi's queue; only a host that cannot be reached fails.
+SERVER_OPTIONS = 'max_fails=3 fail_timeout=5s'
+# What the edge admits in flight to the app hosts (limit_conn in the site; the rest get the
+# single host's 503 with Retry-After at once), per app host: far less than one can hold (its
+# nginx, 2,000 requests at 2 connections each; uwsgi's listen queue, 4,096), and what its
+# uwsgi (2 processes x 4 threads, some 700 uncached reads/s on a shared core) finishes
+# within about a third of a second. Not max_conns per server: nginx 1.22 has no queue for
+# it, and when every server is at its max_conns the answer is a 502 (no live upstreams).
+IN_FLIGHT_PER_APP = 256
 
 
 def release(base, source=ROOT):
@@ -58,7 +69,8 @@ def app_link_files(authority, name, address, directory):
 
 
 class AppHost:
-    """uwsgi on one app host, serving the release it was last started with."""
+    """uwsgi on one app host, serving the release it was last started with on its unix
+    socket, and the nginx in front of it that the edge's link reaches."""
 
     def __init__(self, cluster, name):
         self.cluster, self.name = cluster, name
@@ -67,7 +79,12 @@ class AppHost:
         self.port = PORTS[cluster.network.namespaces]['app']
         self.link_dir = self.base / 'link'
         self.release_file = self.base / 'release'
-        self.uwsgi = Uwsgi(self.base, run_dir=self.base / 'run', ini=None)  # the release's, at start
+        # What the host's nginx workers (www-data) must reach: uwsgi's socket (single.py).
+        self.run_dir = run_dir_for(self.base)
+        self.uwsgi = Uwsgi(self.base, run_dir=self.run_dir, ini=None)  # the release's, at start
+        self.nginx = AppNginx(self.base, self.address, self.port, self.uwsgi.socket,
+                              link=(self.link_dir / 'app.pem', self.link_dir / 'app.key', self.link_dir / 'ca.pem'),
+                              run_dir=self.run_dir, wrap=cluster.network.wrap(name))
 
     def version(self):
         try:
@@ -80,16 +97,23 @@ class AppHost:
         app_link_files(self.cluster.link, f'{self.name}-{self.address}', self.address, self.link_dir)
 
     def start(self, release_dir):
+        """uwsgi on `release_dir`, then (if it is not running) the host's nginx."""
         self.certificate()
+        make_run_dir(self.run_dir)
         self.uwsgi.ini = release_dir / 'conf' / 'uwsgi.ini'
-        self.uwsgi.start({**self.cluster.app_environ(), 'WSGIAPP_LINK': f'{self.address}:{self.port}',
-                          'WSGIAPP_LINK_DIR': str(self.link_dir)},
-                         wrap=self.cluster.network.wrap(self.name))
+        self.uwsgi.start(self.cluster.app_environ(self), wrap=self.cluster.network.wrap(self.name))
         self.release_file.write_text(release_dir.name + '\n')
+        self.nginx.start()
+
+    def stop(self):
+        self.nginx.stop()
+        self.uwsgi.stop()
+        remove_run_dir(self.run_dir)
 
     def describe(self):
         return {'name': self.name, 'netns': self.cluster.network.netns(self.name), 'address': self.address,
-                'port': self.port, 'pidfile': str(self.uwsgi.pidfile), 'version': self.version()}
+                'port': self.port, 'pidfile': str(self.uwsgi.pidfile), 'nginx_pidfile': str(self.nginx.pidfile),
+                'socket': str(self.uwsgi.socket), 'version': self.version()}
 
 
 class Cluster:
@@ -107,7 +131,11 @@ class Cluster:
         # Hosts a larger cluster had: stopped and removed by up().
         self.retired = [AppHost(self, app['name']) for app in (saved or {}).get('app', [])[apps:]]
         # The database hosts: db1 the primary, db2... its replicas (replication.py).
-        self.client_host = str(self.network.subnet).replace('.0/24', '.%') if namespaces else '127.0.0.1'
+        # Database links (docs/cluster.rst): TLS with certificates of a CA of their own; an
+        # account per app host, from its address alone (without namespaces every host
+        # connects from 127.0.0.1: the accounts are still apart, the addresses are not).
+        self.db_ca = Authority(self.base / 'db-ca', 'wsgiapp database CA')
+        self.client_host = None if namespaces else '127.0.0.1'
         self.db = self.database_host('db1', PRIMARY_ARGS)
         self.replicas = [self.database_host(f'db{n}', REPLICA_ARGS, REPLICA_GRANTS) for n in range(2, replicas + 2)]
         self.retired_replicas = [self.database_host(host['name'], REPLICA_ARGS, REPLICA_GRANTS)
@@ -122,14 +150,28 @@ class Cluster:
                           certificate=(edge / 'tls' / 'fullchain.pem', edge / 'tls' / 'edge.key', self.web.cert),
                           address=self.edge_address, run_dir=run_dir_for(edge),
                           link=(edge / 'link' / 'edge.pem', edge / 'link' / 'edge.key', edge / 'link' / 'ca.pem'),
-                          wrap=self.network.wrap('edge'))
+                          wrap=self.network.wrap('edge'), probers=[self.network.address('bridge')],
+                          in_flight=IN_FLIGHT_PER_APP * apps)
         self.url = self.edge.url
         self.tls_port = ports['https']
 
     def database_host(self, name, args, grants=MariaDB.APP_GRANTS):
         return MariaDB(self.base / name, port=PORTS[self.network.namespaces]['db'], address=self.network.address(name),
                        server_id=int(name[2:]), extra_args=args, wrap=self.network.wrap(name),
-                       client_host=self.client_host, app_grants=grants)
+                       client_host=self.client_host or '127.0.0.1', app_grants=grants,
+                       authority=self.db_ca, accounts=self.db_accounts)
+
+    def db_account(self, app):
+        """(user, host, password) of an app host's database account: wsgiapp_appN, from that
+        host's address only; the same on the primary and on every replica."""
+        secrets_dir = self.base / 'db-accounts'
+        secrets_dir.mkdir(parents=True, exist_ok=True)
+        secrets_dir.chmod(0o700)
+        return (f'wsgiapp_{app.name}', self.client_host or app.address,
+                secret_file(secrets_dir / f'{app.name}.password'))
+
+    def db_accounts(self):
+        return [self.db_account(app) for app in self.apps]
 
     # --- what the hosts share ---------------------------------------------------------------
     def topology(self):
@@ -141,10 +183,13 @@ class Cluster:
     def token(self):
         return secret_file(self.base / 'api-token')
 
-    def app_environ(self):
-        """What each app host's EnvironmentFile= holds: the database over TCP, the API token."""
-        return {'DATABASE_URL': self.db.url(tcp=True), 'WSGIAPP_API_TOKEN': self.token(),
-                'DATABASE_REPLICA_URL': ','.join(replica.url(tcp=True) for replica in self.replicas)}
+    def app_environ(self, app):
+        """What app host `app`'s EnvironmentFile= holds: the database over TCP (verified TLS,
+        its own account), the API token."""
+        user, _, password = self.db_account(app)
+        return {'DATABASE_URL': self.db.url(tcp=True, user=user, password=password), 'WSGIAPP_API_TOKEN': self.token(),
+                'DATABASE_REPLICA_URL': ','.join(replica.url(tcp=True, user=user, password=password)
+                                                 for replica in self.replicas)}
 
     def ssl_context(self):
         """A client context that trusts the web CA (the edge's certificate), and only it."""
@@ -179,7 +224,7 @@ class Cluster:
         from wsgiapp import config, schema
         new = not self.db.sql("SHOW TABLES FROM wsgiapp LIKE 'vc_admin'")
         schema.initdb(config.from_environ({'DATABASE_URL': self.db.admin_url()}), sample=new)
-        allow_replicas(self.db, self.client_host)
+        allow_replicas(self.db, [self.client_host or replica.address for replica in self.replicas])
         for replica in self.replicas:
             follow(self.db, replica)
         for replica in self.retired_replicas:
@@ -192,6 +237,7 @@ class Cluster:
                 app.start(code)  # a host that was down comes back with this checkout's code
             else:
                 say(f'{app.name}: uwsgi is already running (pid {app.uwsgi.pid()}, release {app.version()})')
+                app.nginx.start()
         for app in self.retired:
             self.stop_app(app)
         self.start_edge()
@@ -205,7 +251,7 @@ class Cluster:
         self.edge.start()
 
     def stop_app(self, app):
-        app.uwsgi.stop()
+        app.stop()
         if app.name in self.network.hosts():
             self.network.remove_host(app.name)
 
@@ -231,7 +277,7 @@ class Cluster:
     def down(self):
         self.edge.stop()
         for app in self.apps + self.retired:
-            app.uwsgi.stop()
+            app.stop()
         for server in [*self.replicas, *self.retired_replicas, self.db]:
             server.stop()
         self.network.remove()
@@ -241,7 +287,8 @@ class Cluster:
     def status(self):
         up = True
         rows = [('edge', 'nginx', self.edge.pid(), self.edge_address),
-                *((app.name, 'uwsgi', app.uwsgi.pid(), f'{app.address}:{app.port} release {app.version()}')
+                *((app.name, 'nginx', app.nginx.pid(), f'{app.address}:{app.port}') for app in self.apps),
+                *((app.name, 'uwsgi', app.uwsgi.pid(), f'{app.uwsgi.socket} release {app.version()}')
                   for app in self.apps),
                 *((server.base.name, 'MariaDB', server.pid(),
                    f'{server.address}:{server.port} {"replica" if server in self.replicas else "primary"}')

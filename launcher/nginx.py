@@ -1,6 +1,7 @@
 """nginx with a config generated from conf/nginx/wsgiapp.conf: the same site, with only
 the listen addresses, the certificate, the paths and the logs moved to the launcher's own."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -13,6 +14,58 @@ from launcher.wait import wait_for
 
 SITE = ROOT / 'conf' / 'nginx' / 'wsgiapp.conf'
 LINK = ROOT / 'conf' / 'nginx' / 'wsgiapp-link.conf'
+APP_SITE = ROOT / 'conf' / 'nginx' / 'wsgiapp-app.conf'
+# The edge keeps at least this many idle connections to the app hosts open, per nginx worker;
+# an edge with a limit on requests in flight (limit_conn) keeps as many as it admits, so
+# that no connection opened under load is closed again for want of room (each new one is a
+# TLS handshake on both ends: at 32 under 256 clients, 17 of every 100 requests made one).
+KEEPALIVE = 32
+# uwsgi_ directives of wsgiapp.conf that have a proxy_ twin of the same meaning: on an edge,
+# the site speaks HTTP to the app hosts' nginx (wsgiapp-link.conf), and the same cache, timeouts
+# and failover are said with proxy_. Any other uwsgi_ directive stops the launcher (edge_site).
+PROXY_TWINS = {'cache_path', 'cache', 'cache_key', 'hide_header', 'pass_header', 'ignore_headers',
+               'read_timeout', 'send_timeout', 'connect_timeout', 'next_upstream', 'next_upstream_tries',
+               'next_upstream_timeout', 'intercept_errors', 'cache_bypass', 'no_cache', 'cache_lock',
+               'cache_lock_timeout', 'cache_lock_age', 'cache_background_update', 'cache_valid',
+               'cache_use_stale', 'cache_methods', 'cache_min_uses', 'cache_revalidate', 'buffering',
+               'buffers', 'buffer_size', 'busy_buffers_size', 'request_buffering', 'ignore_client_abort',
+               'max_temp_file_size', 'temp_file_write_size', 'force_ranges', 'limit_rate', 'store'}
+
+
+def edge_site(site, link_conf):
+    """wsgiapp.conf as an edge's site: what passes to uwsgi passes over the link instead.
+    `include uwsgi_params` and the uwsgi_param lines go (the link sets the request id and
+    drops Proxy; the app host's site sets the rest), `uwsgi_pass wsgiapp` becomes the link's
+    include, and each other uwsgi_X directive its proxy_X twin. Two proxy_ defaults differ
+    from uwsgi_'s: a HEAD stays a HEAD to the app (no cache_convert_head; the method is in
+    the cache key), and the app's Date is kept (a cached copy's Date is its age)."""
+    lines = []
+    for line in site.splitlines(keepends=True):
+        match = re.match(r'(\s*)(uwsgi_(\w+)|include uwsgi_params;)', line)
+        if not match:
+            lines.append(line)
+            continue
+        indent, directive, name = match.groups()
+        if directive.startswith('include') or name == 'param':
+            continue
+        if line.strip() == 'uwsgi_pass wsgiapp;':
+            lines.append(f'{indent}include {link_conf};\n')
+        elif name == 'pass':
+            target = line.split()[1].rstrip(';')
+            lines.append(f'{indent}proxy_pass http://{target};\n')
+        elif name in PROXY_TWINS:
+            lines.append(line.replace('uwsgi_', 'proxy_', 1))
+            if line.strip() == 'uwsgi_cache wsgiapp;':
+                lines.append(f'{indent}proxy_cache_convert_head off;\n{indent}proxy_pass_header Date;\n')
+        else:
+            raise RuntimeError(f'conf/nginx/wsgiapp.conf: no proxy_ twin known for {line.strip()!r} '
+                               f'(launcher/nginx.py PROXY_TWINS)')
+    return ''.join(lines)
+
+
+def url_host(address):
+    """An address as the host part of a URL: an IPv6 one in brackets."""
+    return f'[{address}]' if ':' in address else address
 
 
 class Nginx:
@@ -22,7 +75,7 @@ class Nginx:
     does, and run_dir must be a place www-data can reach: see single.py."""
 
     def __init__(self, base, port, upstream, tls_port, certificate, address='127.0.0.1', user='default',
-                 run_dir=None, link=None, wrap=()):
+                 run_dir=None, link=None, wrap=(), probers=(), in_flight=None):
         self.base = Path(base).resolve()
         self.address = address
         self.port = port
@@ -32,6 +85,10 @@ class Nginx:
         self.upstream = upstream
         self.link = link
         self.wrap = list(wrap)  # e.g. `ip netns exec edge`: where nginx runs
+        # Addresses besides the host's own that may ask /readyz (the launcher's, on an edge).
+        self.probers = list(probers)
+        # The site's limit on requests in flight (limit_conn), when not the file's.
+        self.in_flight = in_flight
         self.certificate = certificate  # (fullchain, key, chain) paths
         # nginx's workers: www-data as root (the directive only applies when started as root)
         self.user = ('www-data' if os.geteuid() == 0 else None) if user == 'default' else user
@@ -54,32 +111,38 @@ class Nginx:
         fullchain, key, chain = self.certificate
         for old, new in [('listen 80;', f'listen {self.address}:{self.port};'),
                          ('listen 443 ssl http2;', f'listen {self.address}:{self.tls_port} ssl http2;'),
-                         ('return 301 https://$host$request_uri;',
-                          f'return 301 https://$host:{self.tls_port}$request_uri;'),
+                         # The redirect names this server's own address, never the client's Host.
+                         ('return 301 https://$server_name$request_uri;',
+                          f'return 301 https://{url_host(self.address)}:{self.tls_port}$request_uri;'),
                          ('/etc/letsencrypt/live/example.com/fullchain.pem', str(fullchain)),
                          ('/etc/letsencrypt/live/example.com/privkey.pem', str(key)),
                          ('/etc/letsencrypt/live/example.com/chain.pem', str(chain)),
                          ('root /var/www/html;', f'root {self.run_dir / "acme"};'),
                          ('/srv/wsgiapp/conf/static', str(self.static)),
                          ('    server unix:/run/wsgiapp/uwsgi.sock;\n', self.upstream_lines()),
-                         ('        uwsgi_pass wsgiapp;\n', self.pass_lines()),
+                         ('    ::1       1;\n', '    ::1       1;\n' + ''.join(f'    {a} 1;\n' for a in self.probers)),
                          ('/var/log/nginx/wsgiapp.access.log', str(self.access_log)),
                          ('/var/lib/nginx/wsgiapp-cache', str(self.run_dir / 'nginx-cache')),
                          ('/var/log/nginx/wsgiapp.error.log', str(self.error_log))]:
             if old not in site:
                 raise RuntimeError(f'conf/nginx/wsgiapp.conf no longer contains {old!r}')
             site = site.replace(old, new)
-        return site
+        if self.in_flight is not None:
+            old = re.search(r'limit_conn wsgiapp_in_flight \d+;', site)
+            if not old:
+                raise RuntimeError('conf/nginx/wsgiapp.conf no longer contains limit_conn wsgiapp_in_flight')
+            site = site.replace(old.group(0), f'limit_conn wsgiapp_in_flight {self.in_flight};')
+        return edge_site(site, self.link_conf) if self.link else site
 
     def upstream_lines(self):
         if isinstance(self.upstream, (str, Path)):
             return f'    server unix:{self.upstream};\n'
-        return ''.join(f'    server {line};\n' for line in self.upstream)
-
-    def pass_lines(self):
-        if self.link is None:
-            return '        uwsgi_pass wsgiapp;\n'
-        return f'        uwsgi_pass suwsgi://wsgiapp;\n        include {self.link_conf};\n'
+        # An edge: the app hosts, and idle connections to them kept for the next requests
+        # (the link lasts: conf/nginx/wsgiapp-link.conf), each for up to 60 s (below the app
+        # host's keepalive_timeout, so the edge closes first) and 10,000 requests.
+        return (''.join(f'    server {line};\n' for line in self.upstream)
+                + f'    keepalive {max(KEEPALIVE, self.in_flight or 0)};\n    keepalive_timeout 60s;\n'
+                '    keepalive_requests 10000;\n')
 
     def link_text(self):
         text = LINK.read_text()
@@ -176,3 +239,44 @@ class Nginx:
             # SIGQUIT is nginx's graceful stop: requests in flight are finished first.
             terminate('nginx', pid, signal.SIGQUIT, 15, signal.SIGTERM)
         self.pidfile.unlink(missing_ok=True)
+
+
+class AppNginx(Nginx):
+    """The nginx of an app host (conf/nginx/wsgiapp-app.conf): the far end of the edge's
+    link, mutual TLS on `address:port`, passing to uwsgi's unix socket `upstream`; `link`
+    is (this host's certificate, its key, the link's CA)."""
+
+    def __init__(self, base, address, port, upstream, link, run_dir=None, wrap=()):
+        super().__init__(base, None, upstream, port, certificate=None, address=address, run_dir=run_dir,
+                         link=link, wrap=wrap)
+
+    def site_text(self):
+        site = APP_SITE.read_text()
+        cert, key, ca = self.link
+        for old, new in [('listen 3031 ssl;', f'listen {self.address}:{self.tls_port} ssl;'),
+                         ('/etc/wsgiapp/link/app.pem', str(cert)),
+                         ('/etc/wsgiapp/link/app.key', str(key)),
+                         ('/etc/wsgiapp/link/ca.pem', str(ca)),
+                         ('unix:/run/wsgiapp/uwsgi.sock', f'unix:{self.upstream}'),
+                         ('/var/log/nginx/wsgiapp-app.access.log', str(self.access_log)),
+                         ('/var/log/nginx/wsgiapp-app.error.log', str(self.error_log))]:
+            if old not in site:
+                raise RuntimeError(f'conf/nginx/wsgiapp-app.conf no longer contains {old!r}')
+            site = site.replace(old, new)
+        return site
+
+    def render(self):
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / 'nginx-temp').mkdir(exist_ok=True)
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.site.write_text(self.site_text())
+        shutil.copy('/etc/nginx/uwsgi_params', self.base / 'uwsgi_params')
+        self.conf.write_text(self.conf_text())
+
+    def rendered(self):
+        return all(path.exists() and path.read_text() == text()
+                   for path, text in [(self.site, self.site_text), (self.conf, self.conf_text)])
+
+    def start(self):
+        super().start()
+        self._wait_listening()

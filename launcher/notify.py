@@ -1,5 +1,6 @@
 """The READY=1 listener: what systemd does for a Type=notify service, for a process the
 launcher or a test starts (uwsgi sends READY=1 to $NOTIFY_SOCKET once its app is loaded)."""
+import os
 import socket
 import tempfile
 
@@ -7,13 +8,20 @@ from launcher.wait import TimedOut, wait_for
 
 
 class ReadyListener:
-    """with ReadyListener() as ready: start the process with ready.environ, then ready.wait(process)."""
+    """with ReadyListener() as ready: start the process with ready.environ, then ready.wait(process).
+    `owner`: a uid that must be able to send too (a process that drops root before READY=1)."""
+
+    def __init__(self, owner=None):
+        self.owner = owner
 
     def __enter__(self):
         self._dir = tempfile.TemporaryDirectory(prefix='wsgiapp-notify-')
         self.path = f'{self._dir.name}/notify'  # short: sun_path holds 108 bytes
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._socket.bind(self.path)
+        if self.owner is not None:
+            os.chmod(self._dir.name, 0o711)
+            os.chown(self.path, self.owner, -1)
         self._socket.settimeout(0.2)
         self.messages = []
         return self

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from launcher.mariadb import MariaDB
 from launcher.nginx import Nginx
-from launcher.process import free_port, say, secret_file, wait_ready
+from launcher.process import free_port, pid_alive, say, secret_file, wait_ready
 from launcher.tls import Authority
-from launcher.uwsgi import Uwsgi
+from launcher.uwsgi import Uwsgi, app_ids
 
 SYSTEM_RUN = Path('/run/wsgiapp-stack')
 NGINX_GROUP = 'www-data'
@@ -33,11 +33,12 @@ def run_dir_for(base):
 
 
 def make_run_dir(path):
-    """The run directory, enterable by nginx's workers and nobody else."""
+    """The run directory, enterable by nginx's workers and nobody else; as root, owned by
+    the user uwsgi drops to (app_user), which keeps its socket, pid and stats files there."""
     if path.parent == SYSTEM_RUN:
         SYSTEM_RUN.mkdir(mode=0o755, exist_ok=True)
         path.mkdir(mode=0o750, exist_ok=True)
-        os.chown(path, 0, grp.getgrnam(NGINX_GROUP).gr_gid)
+        os.chown(path, app_ids()[0], grp.getgrnam(NGINX_GROUP).gr_gid)
         path.chmod(0o750)
     else:
         path.mkdir(parents=True, exist_ok=True)
@@ -60,6 +61,14 @@ class Stack:
         self.port = port
         self.tls_port = tls_port or free_port()
         self.mariadb = MariaDB(self.base)
+        if os.geteuid() == 0 and not pid_alive(self.mariadb.pidfile):
+            # uwsgi drops root (conf/uwsgi.ini's uid) and may not enter BASE (a checkout under
+            # /root, a `mktemp -d`): MariaDB's socket goes in the run directory, as uwsgi's does
+            # for nginx, in a directory of its own that only uwsgi's group may enter (mariadb.py).
+            # (A MariaDB started before, with its socket under BASE, keeps it until stopped.)
+            self.mariadb.run_dir = self.run_dir / 'mariadb'
+            self.mariadb.socket = self.mariadb.run_dir / 'mysqld.sock'
+            self.mariadb.pidfile = self.mariadb.run_dir / 'mysqld.pid'
         self.uwsgi = Uwsgi(self.base, run_dir=self.run_dir)
         self.tls_dir = self.base / 'tls'
         self.nginx = Nginx(self.base, port, self.uwsgi.socket, self.tls_port,

@@ -13,14 +13,41 @@ from launcher.notify import ReadyListener
 from launcher.process import ROOT, pid_alive, say, tail, tails, terminate
 from launcher.wait import wait_for
 
+# The system user uwsgi drops to when started as root (conf/uwsgi.ini's uid and gid), as
+# production's `User=wsgiapp` (conf/systemd/wsgiapp.service); made by app_user() if missing.
+APP_USER = 'wsgiapp'
+
+
+def app_user():
+    """The user (and group of the same name) uwsgi serves as. As root: the system user
+    `wsgiapp`, created if missing (no home, no shell), so no uwsgi process runs as root.
+    Otherwise uwsgi cannot change user, and runs as whoever started it."""
+    import pwd
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    try:
+        pwd.getpwnam(APP_USER)
+    except KeyError:
+        say(f'creating the system user {APP_USER} for uwsgi')
+        subprocess.run(['useradd', '--system', '--user-group', '--no-create-home', '--home-dir', '/nonexistent',
+                        '--shell', '/usr/sbin/nologin', APP_USER], check=True, capture_output=True)
+    return APP_USER
+
+
+def app_ids():
+    """(uid, gid) of app_user()."""
+    import pwd
+    entry = pwd.getpwnam(app_user())
+    return entry.pw_uid, entry.pw_gid
+
 
 def socket_owner():
     """user:group for the uwsgi socket. As root, nginx's workers run as www-data (see
-    nginx.py), so the socket goes to that group, as in production."""
+    nginx.py), so the socket goes to that group, as in production, and to uwsgi's user."""
     import grp
     import pwd
     if os.geteuid() == 0:
-        return 'root:www-data'
+        return f'{app_user()}:www-data'
     return f'{pwd.getpwuid(os.geteuid()).pw_name}:{grp.getgrgid(os.getegid()).gr_name}'
 
 
@@ -42,7 +69,7 @@ class Uwsgi:
 
     def environ(self, environ):
         return {**os.environ, 'WSGIAPP_RUN_DIR': str(self.run_dir), 'WSGIAPP_SOCKET_OWNER': socket_owner(),
-                **environ}
+                'WSGIAPP_USER': app_user(), **environ}
 
     def start(self, environ, args=(), wrap=(), seconds=30):
         """Start uwsgi and return once it says it is ready, as systemd's Type=notify waits:
@@ -54,7 +81,9 @@ class Uwsgi:
         self.base.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         say(f'starting uwsgi on {self.socket} (log: {self.log})')
-        with ReadyListener() as ready, open(self.log, 'ab') as log:
+        # uwsgi sends READY=1 once it is the user it drops to (conf/uwsgi.ini's uid).
+        owner = app_ids()[0] if os.geteuid() == 0 else None
+        with ReadyListener(owner) as ready, open(self.log, 'ab') as log:
             process = subprocess.Popen([*wrap, *self.command(args)], env={**self.environ(environ), **ready.environ},
                                        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
             started = time.monotonic()

@@ -4,6 +4,7 @@ leaving nothing behind. Real nginx, uwsgi and MariaDB; the link itself is tested
 tests/faults/test_cluster_faults.py (the intruder)."""
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -75,3 +76,35 @@ def test_cluster_stop_leaves_nothing_behind(namespaces):
     finally:
         hosts.down()
         shutil.rmtree(hosts.base.parent, ignore_errors=True)
+
+
+def uwsgi_processes(master_pid):
+    """uwsgi's master and workers (psutil.Process each)."""
+    return [procs._process(master_pid), *procs.children(master_pid)]
+
+
+def test_every_app_host_serves_through_its_own_nginx_and_uwsgi_never_as_root(cluster):
+    """The link ends at each app host's nginx, which passes to uwsgi's unix socket: uwsgi
+    listens on no TCP port, and none of its processes runs as root (issue 19 item 4)."""
+    for app in cluster.apps:
+        processes = uwsgi_processes(app.uwsgi.pid())
+        assert len(processes) == 3  # the master and two workers
+        for process in processes:
+            assert 0 not in process.uids() and 0 not in process.gids(), (app.name, process.pid, process.uids())
+        listening = subprocess.run([*cluster.network.wrap(app.name), 'ss', '-Hltnup'], capture_output=True,
+                                   text=True, check=True).stdout
+        assert not {f'pid={process.pid},' for process in processes} & set(re.findall(r'pid=\d+,', listening))
+        assert app.uwsgi.socket.is_socket()
+        assert app.nginx.pid()
+    # The edge's request id, the client's address and the link's keep-alive, on the app
+    # host's own log line for the same request.
+    request_id = call(cluster, 'GET', '/healthz')[1]['X-Request-ID']
+    host = served_by(cluster, [request_id])[request_id][0]
+    app = next(app for app in cluster.apps if app.address == host)
+
+    def logged():
+        return [line for line in app.nginx.access_log.read_text().splitlines() if f'id={request_id} ' in line]
+    from launcher.wait import wait_for
+    line = wait_for(logged, 5, 'the app host to log the request')[0]
+    client = cluster.network.address('bridge') if cluster.network.namespaces else '127.0.0.1'
+    assert line.startswith(f'{client} via {cluster.edge_address} ')

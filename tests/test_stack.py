@@ -140,3 +140,22 @@ def test_a_second_make_run_does_not_bring_back_deleted_sample_rows(stack):
     admin_sql(stack, "DELETE FROM vc_admin WHERE name = 'alice'")
     stack.up()  # what `make run` does on a running stack
     assert admin_sql(stack, count)[0][0] == before - 1
+
+
+def test_uwsgi_never_runs_as_root(stack):
+    """Started as root by `make run`, uwsgi drops to the system user wsgiapp before it serves
+    (conf/uwsgi.ini's uid and gid); its socket stays 0660 for nginx's group."""
+    import grp
+    import stat
+
+    from launcher import procs
+    master = stack.uwsgi.pid()
+    processes = [procs._process(master), *procs.children(master)]
+    assert len(processes) == 3
+    for process in processes:
+        assert 0 not in process.uids() and 0 not in process.gids(), (process.pid, process.uids())
+    mode = stack.uwsgi.socket.stat()
+    assert stat.S_IMODE(mode.st_mode) == 0o660
+    if os.geteuid() == 0:
+        assert grp.getgrgid(mode.st_gid).gr_name == 'www-data'
+        assert {process.username() for process in processes} == {'wsgiapp'}

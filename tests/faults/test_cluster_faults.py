@@ -5,7 +5,7 @@ and reporting what it sent and saw:
   a. an app host's uwsgi SIGKILLed, master and workers;
   b. an app host partitioned (its veth down: packets vanish, nothing refuses);
   c. a rolling deploy (make cluster-deploy);
-  d. an intruder on the app network talking to every app host's uwsgi port;
+  d. an intruder on the app network talking to every app host's link port (its nginx);
   e. every app host down.
 
 b takes longest, and runs in `make faults` only (marked slow); `make test` runs the others.
@@ -14,6 +14,7 @@ Reads that must reach the app (not nginx's micro-cache) carry a bearer token, wh
 a request private to the cache, as an API client's are."""
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -35,7 +36,7 @@ from tests.helpers.servers import needs_namespaces
 from tests.helpers.web import call
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.uwsgi, pytest.mark.mariadb]
-CONNECT_TIMEOUT = 1.0   # uwsgi_connect_timeout in conf/nginx/wsgiapp.conf
+CONNECT_TIMEOUT = 1.0   # the edge's proxy_connect_timeout (wsgiapp.conf's uwsgi_connect_timeout)
 FAIL_TIMEOUT = 5.0      # fail_timeout of each app host (launcher/cluster.py)
 READS = ['/api/admins', '/api/admins?limit=2', '/admins', '/']
 
@@ -221,6 +222,27 @@ def throughput(cluster, seconds=3):
     return sum(1 for status in load.statuses() if status == 200) / seconds
 
 
+def uwsgi_requests(app):
+    """The requests an app host's uwsgi workers have served (its stats server)."""
+    import socket
+    with socket.socket(socket.AF_UNIX) as client:
+        client.connect(str(app.uwsgi.stats))
+        stats = json.loads(b''.join(iter(lambda: client.recv(65536), b'')))
+    return sum(worker['requests'] for worker in stats['workers'])
+
+
+def tcp_listeners_besides_nginx(cluster, app):
+    """The TCP sockets listening in an app host's namespace that are not its nginx's:
+    uwsgi listens on none (its unix socket only)."""
+    from launcher import procs
+    done = subprocess.run([*cluster.network.wrap(app.name), 'ss', '-Hltnp'], capture_output=True, text=True,
+                          check=True)
+    nginx = {app.nginx.pid(), *procs.children(app.nginx.pid())}
+    nginx = {getattr(process, 'pid', process) for process in nginx}
+    return [line for line in done.stdout.splitlines()
+            if not {int(pid) for pid in re.findall(r'pid=(\d+)', line)} <= nginx or 'pid=' not in line]
+
+
 def test_d_an_intruder_on_the_app_network(cluster, tmp_path):
     needs_namespaces(cluster)
     before = throughput(cluster)
@@ -232,6 +254,7 @@ def test_d_an_intruder_on_the_app_network(cluster, tmp_path):
                          *((cluster.edge.base / 'link' / f'edge.{kind}', f'edge.{kind}') for kind in ('pem', 'key'))]:
         shutil.copy(source, certs / name)
     marker = tmp_path / 'MARKER'
+    served = {app.name: uwsgi_requests(app) for app in cluster.apps}
     cluster.network.add_host('test1')  # a namespace of the test's own, on the app network
     try:
         done = subprocess.run(
@@ -242,21 +265,28 @@ def test_d_an_intruder_on_the_app_network(cluster, tmp_path):
         cluster.network.remove_host('test1')
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)
+    # What reached uwsgi: the control, once per host, and nothing else (nginx refused the rest
+    # itself, without passing anything on).
+    reached = {app.name: uwsgi_requests(app) - served[app.name] for app in cluster.apps}
     # No worker is left stuck: each host answers twice as many requests at once as it has threads.
     edge_cert = client_context(certs, 'edge')
     with ThreadPoolExecutor(16) as pool:
         parallel = list(pool.map(lambda app: ask(app.address, app.port, request('/healthz'), edge_cert, timeout=3),
                                  cluster.apps * 16))
     after = throughput(cluster)
+    tcp = {app.name: tcp_listeners_besides_nginx(cluster, app) for app in cluster.apps}
     refused = [result for attempts in results.values() for name, result in attempts.items() if 'control' not in name]
     report('d. intruder: clear text and TLS without the edge\'s certificate, to every app host',
            [result.split(':')[0] for result in refused], marker_created=marker.exists(),
+           reached_uwsgi=sum(reached.values()), uwsgi_tcp_ports=sum(map(len, tcp.values())),
            control='answered' if all('200 OK' in a["TLS, the edge's certificate (control)"]
                                      for a in results.values()) else 'NOT answered',
            reads_per_s_before=round(before), reads_per_s_after=round(after))
     print(json.dumps(results, indent=2))
     assert not marker.exists()
-    assert all(not result.startswith('answered') for result in refused), results
+    assert all(result.startswith('refused') for result in refused), results
+    assert reached == {app.name: 1 for app in cluster.apps}, reached
+    assert tcp == {app.name: [] for app in cluster.apps}, tcp
     assert all("200 OK" in attempts["TLS, the edge's certificate (control)"] for attempts in results.values())
     assert all(answer == 'answered: HTTP/1.1 200 OK' for answer in parallel), parallel
     assert after >= 0.7 * before

@@ -1,24 +1,19 @@
 """The edge under load: how fresh nginx's cached reads are, stale copies through a MariaDB
 restart, and overload answered with 503 (never 502). Real nginx, uwsgi and MariaDB."""
 import json
-import os
-import re
-import resource
 import shutil
 import statistics
-import subprocess
 import threading
 import time
 import uuid
 
 import pytest
 
-from launcher.process import ROOT
 from tests.helpers.load import Load, report
 from tests.helpers.web import call
+from tests.helpers.wrk import overload
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.uwsgi, pytest.mark.mariadb]
-STATUS_LUA = ROOT / 'bench' / 'status.lua'  # shared with make bench
 
 
 def test_freshness_of_cached_reads_is_the_lifetime_plus_one_second(stack):
@@ -84,26 +79,6 @@ def test_cached_reads_survive_a_mariadb_restart(stack):
     assert stale > 0
 
 
-def wrk(stack, connections, seconds, path, headers=()):
-    command = ['wrk', '-t2', f'-c{connections}', f'-d{seconds}s', '--timeout', '10s', '-s', str(STATUS_LUA)]
-    for header in headers:
-        command += ['-H', header]
-    used = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run([*command, f'{stack.url}{path}'], capture_output=True, text=True, timeout=seconds + 60)
-    now = resource.getrusage(resource.RUSAGE_CHILDREN)
-    client_cpu = now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime
-    found = re.search(r'2xx=(\d+) 502=(\d+) 503=(\d+) other=(\d+) p99=([\d.]+)ms errors=(\d+)/(\d+)/(\d+)/(\d+)',
-                      done.stdout)
-    assert found, done.stdout + done.stderr
-    ok, bad_gateway, unavailable, other, p99, *errors = found.groups()
-    # wrk shares this machine's cores with the stack, and 1,000 connections cost it twice the
-    # CPU of 32: goodput per CPU-second left to the stack is what the stack itself achieves.
-    left = (os.cpu_count() or 1) * seconds - client_cpu
-    return {'2xx/s': round(int(ok) / seconds), '2xx/stack-cpu-s': int(ok) / left,
-            'client_cpu_s': round(client_cpu, 1), '502': int(bad_gateway), '503': int(unavailable),
-            'other': int(other), 'p99_ms': float(p99), 'socket_errors': sum(map(int, errors))}
-
-
 @pytest.mark.parametrize('connections, rounds, least', [
     (256, 1, 0.8),  # make test: one round, a smoke-level floor for a noisy shared machine
     pytest.param(256, 3, 0.9, marks=pytest.mark.slow),
@@ -115,24 +90,11 @@ def test_overload_is_refused_with_503_never_502(stack, connections, rounds, leas
         pytest.fail('wrk is not installed: make test installs it (Debian package wrk)')
     private = [f'Authorization: Bearer {stack.token()}']
     seconds = 8 if connections >= 1000 else 5  # 1,000 TLS handshakes need time to amortise
-    # Capacity at 32 connections, interleaved with the overload runs (medians): this machine
-    # drifts by 10% or more from one run to the next.
-    capacity = [wrk(stack, 32, seconds, '/api/admins?limit=10', private)]
-    overloaded = []
-    for _ in range(rounds):
-        overloaded.append(wrk(stack, connections, seconds, '/api/admins?limit=10', private))
-        capacity.append(wrk(stack, 32, seconds, '/api/admins?limit=10', private))
-    base = statistics.median(run['2xx/s'] for run in capacity)
-    goodput = statistics.median(run['2xx/s'] for run in overloaded)
-    ratio = (statistics.median(run['2xx/stack-cpu-s'] for run in overloaded)
-             / statistics.median(run['2xx/stack-cpu-s'] for run in capacity))
-    worst = {key: max(run[key] for run in overloaded)
-             for key in ('502', '503', 'other', 'p99_ms', 'socket_errors', 'client_cpu_s')}
+    found = overload(stack, connections, rounds, seconds, '/api/admins?limit=10', private)
     report(f'12. overload: {connections} connections against 32, {rounds} round(s)',
-           ['wrk'] * (len(capacity) + rounds), goodput_32=round(base), goodput=round(goodput),
-           raw_ratio=round(goodput / base, 2), ratio_per_stack_cpu=round(ratio, 2), **worst)
-    assert worst['502'] == 0 and worst['socket_errors'] == 0 and worst['other'] == 0
-    assert ratio >= least
+           ['wrk'] * found.pop('runs'), **found)
+    assert found['502'] == 0 and found['socket_errors'] == 0 and found['other'] == 0
+    assert found['ratio_per_stack_cpu'] >= least
     # Bounded: at most 1000 requests are admitted (limit_conn) and queue in uwsgi, served at
     # about 3,000/s here: a third of a second. 2 s leaves room for a slower machine.
-    assert worst['p99_ms'] < 2000
+    assert found['p99_ms'] < 2000
