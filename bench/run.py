@@ -32,7 +32,7 @@ from pathlib import Path
 from launcher import procs
 from launcher.cluster import SERVER_OPTIONS, app_link_files
 from launcher.mariadb import MariaDB
-from launcher.nginx import Nginx
+from launcher.nginx import AppNginx, Nginx
 from launcher.process import ROOT, free_port, say
 from launcher.replication import caught_up, local_pair
 from launcher.single import make_run_dir, remove_run_dir, run_dir_for
@@ -45,15 +45,16 @@ PEERS = {  # name -> WSGI module
     'ceiling-db': 'bench.peers.ceiling_db:application',
     'seed': 'bench.peers.seed:application',
     'flask': 'bench.peers.flask_app:application',
+    'falcon': 'bench.peers.falcon_app:application',
     'wsgiapp': 'wsgiapp.app:application',
 }
 ROUTES = {  # label -> (path, which peers have it)
-    '/': ('/', ('ceiling', 'flask', 'wsgiapp')),
-    '/{name}': ('/' + '%E5%BC%A0%E4%B8%89', ('flask', 'wsgiapp')),
-    '/admins': ('/admins', ('flask', 'wsgiapp')),
-    '/api/admins': ('/api/admins', ('ceiling-db', 'seed', 'flask', 'wsgiapp')),
-    '/api/admins/{id}': ('/api/admins/500', ('flask', 'wsgiapp')),
-    'POST /api/admins': ('/api/admins', ('flask', 'wsgiapp')),
+    '/': ('/', ('ceiling', 'flask', 'falcon', 'wsgiapp')),
+    '/{name}': ('/' + '%E5%BC%A0%E4%B8%89', ('flask', 'falcon', 'wsgiapp')),
+    '/admins': ('/admins', ('flask', 'falcon', 'wsgiapp')),
+    '/api/admins': ('/api/admins', ('ceiling-db', 'seed', 'flask', 'falcon', 'wsgiapp')),
+    '/api/admins/{id}': ('/api/admins/500', ('flask', 'falcon', 'wsgiapp')),
+    'POST /api/admins': ('/api/admins', ('flask', 'falcon', 'wsgiapp')),
 }
 SMALL, LARGE = 1_000, 1_000_000
 STATUS_LUA = ROOT / 'bench' / 'status.lua'
@@ -62,10 +63,11 @@ OVERLOAD = (32, 256, 1000)  # connections, for uncached reads
 # request private to nginx, so it passes the cache (and its lock) by. `edge` measures the cache.
 PAST_THE_CACHE = ('X-Consistency-Token: bench',)
 # The link between nginx and uwsgi, for the same app and site: `unix` as one host serves it
-# (the peers above); `mtls` as the cluster's edge reaches an app host (conf/uwsgi.ini's
-# WSGIAPP_LINK: the uwsgi protocol over TLS with a mandatory client certificate, and
-# conf/nginx/wsgiapp-link.conf); `tcp`, the plain uwsgi protocol on a TCP port, only as the
-# reference for what TLS costs: it is unauthenticated, and never a way to ship the app.
+# (the peers above); `mtls` as the cluster's edge reaches an app host (HTTP/1.1 over mutual
+# TLS on kept-alive connections, conf/nginx/wsgiapp-link.conf, to an nginx of the app host's
+# own, conf/nginx/wsgiapp-app.conf, which passes to uwsgi's unix socket; both nginx's CPU is
+# counted); `tcp`, the plain uwsgi protocol on a TCP port, only as the reference for what a
+# network link costs: it is unauthenticated, and never a way to ship the app.
 LINKS = ('unix', 'mtls', 'tcp')
 LINK_ROUTES = ('/', '/api/admins')
 UNIX_SOCKET = 'socket = %(run_dir)/uwsgi.sock\n'
@@ -90,8 +92,8 @@ def db_counters(server):
 
 def master_cpu_seconds(server):
     """User + system CPU of a server's master (uwsgi's, nginx's) and its workers, including
-    those it has already reaped."""
-    return procs.cpu_seconds(server.pid(), with_children=True)
+    those it has already reaped; with the servers in its `also` (the `mtls` link's app-host nginx)."""
+    return sum(procs.cpu_seconds(each.pid(), with_children=True) for each in [server, *getattr(server, 'also', ())])
 
 
 def _ms(value, unit):
@@ -189,8 +191,7 @@ class Bench:
         if link in ('mtls', 'tcp'):
             address = f'127.0.0.1:{free_port()}'
             upstream = [f'{address} {SERVER_OPTIONS}']  # as the cluster's edge lists an app host
-        if link == 'mtls':  # conf/uwsgi.ini's own switch
-            environ |= {'WSGIAPP_LINK': address, 'WSGIAPP_LINK_DIR': str(directory / 'link')}
+        if link == 'mtls':  # the cluster's: an app host's nginx in front of uwsgi's unix socket
             edge = self.link_files(directory / 'link')
         elif link == 'tcp':  # the reference only: the ini has no switch for it, on purpose
             if UNIX_SOCKET not in ini:
@@ -206,12 +207,20 @@ class Bench:
         cert, key = self.authority.issue('localhost', ips=['127.0.0.1'])
         nginx = Nginx(directory, free_port(), upstream or uwsgi.socket, free_port(), (cert, key, self.authority.cert),
                       run_dir=run_dir, link=edge)
+        nginx.also = []
+        if link == 'mtls':
+            host, port = address.rsplit(':', 1)
+            link_dir = directory / 'link'
+            nginx.also = [AppNginx(directory / 'app-host', host, int(port), uwsgi.socket, run_dir=run_dir / 'app-host',
+                                   link=(link_dir / 'app.pem', link_dir / 'app.key', link_dir / 'ca.pem'))]
         try:
             uwsgi.start(environ)
-            nginx.start()
+            for server in [*nginx.also, nginx]:
+                server.start()
             yield uwsgi, nginx
         finally:
-            nginx.stop()
+            for server in [nginx, *nginx.also]:
+                server.stop()
             uwsgi.stop()
 
     def measure(self, peer, uwsgi, nginx, label, path, headers=(), connections=32, seconds=None, servers=None):
@@ -435,6 +444,7 @@ def versions():
         'wrk': first_line(['wrk', '-v']).split(' [')[0],
         'mysqlclient': version('mysqlclient'),
         'flask': version('Flask'),
+        'falcon': version('falcon'),
     }
 
 
@@ -463,6 +473,9 @@ def targets(table, scaling):
     for peer, minimum in (('ceiling-db', 0.85), ('seed', 3.0), ('flask', 1.5)):
         ratio = api / get(peer, '/api/admins', 'rps')
         rows.append((f'/api/admins req/s >= {minimum} x {peer}', f'{ratio:.2f}', ratio >= minimum))
+    for route in ROUTES:  # every route the Falcon peer shares
+        ratio = get('wsgiapp', route, 'rps') / get('falcon', route, 'rps')
+        rows.append((f'{route} req/s >= 1.0 x falcon', f'{ratio:.2f}', ratio >= 1.0))
     for route, peer, peer_route in (('/', 'ceiling', '/'), ('/api/admins', 'ceiling-db', '/api/admins')):
         ratio = get('wsgiapp', route, 'cpu_us_per_request') / get(peer, peer_route, 'cpu_us_per_request')
         rows.append((f'{route} CPU/request <= 1.10 x {peer}', f'{ratio:.2f}', ratio <= 1.10))
@@ -484,13 +497,13 @@ def link_lines(link):
         return '' if value is None else f'{value:.2f}'
     lines = ['', '## The link: nginx to uwsgi', '',
              'wsgiapp past the cache (a consistency token), same site and settings, over three links: `unix`, '
-             'one host as shipped (uwsgi\'s unix socket); `mtls`, the cluster\'s link (`uwsgi_pass suwsgi://`, '
-             'conf/nginx/wsgiapp-link.conf, uwsgi\'s `ssl-socket` on 127.0.0.1 requiring a client certificate); '
-             '`tcp`, the plain uwsgi protocol on 127.0.0.1, unauthenticated (whoever reaches the port can make '
-             'uwsgi load code): only the reference for what TLS itself costs, never a way to serve the app. uwsgi '
-             'closes its connection after each request, so nginx connects (and for `mtls` handshakes) for each '
-             'one. CPU is user + system time per request of uwsgi (master and workers) and of nginx (master and '
-             'workers; it also terminates the clients\' HTTPS).', '',
+             'one host as shipped (uwsgi\'s unix socket); `mtls`, the cluster\'s link (HTTP/1.1 over mutual TLS '
+             'on kept-alive connections, conf/nginx/wsgiapp-link.conf, to an app host\'s nginx on 127.0.0.1, '
+             'conf/nginx/wsgiapp-app.conf, which requires the edge\'s client certificate and passes to uwsgi\'s '
+             'unix socket); `tcp`, the plain uwsgi protocol on 127.0.0.1, unauthenticated (whoever reaches the '
+             'port can make uwsgi load code): only the reference for what a network link costs, never a way to '
+             'serve the app. CPU is user + system time per request of uwsgi (master and workers) and of nginx '
+             '(master and workers; it also terminates the clients\' HTTPS; for `mtls`, both nginx).', '',
              '| route | link | req/s | p50 ms | p99 ms | uwsgi CPU µs/req | nginx CPU µs/req | errors | '
              'req/s x unix | uwsgi CPU x unix | nginx CPU x unix |',
              '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
@@ -547,7 +560,8 @@ def write_report(out, table, rss, scaling, edge, link, replica, info, seconds, r
         f'`make bench`: wrk -t2 -c32, {seconds} s per case after a 1 s warm-up, through nginx and uwsgi '
         f'(conf/ settings, a unix socket), MariaDB over TCP with a password; medians of {rounds} rounds. '
         f'{info["cpus"]} CPUs; Python {info["python"]}; {uwsgi_version}; nginx {info["nginx"]}; '
-        f'{info["mariadb"]}; {info["wrk"]}; mysqlclient {info["mysqlclient"]}; Flask {info["flask"]}.', '',
+        f'{info["mariadb"]}; {info["wrk"]}; mysqlclient {info["mysqlclient"]}; Flask {info["flask"]}; '
+        f'Falcon {info["falcon"]}.', '',
         'Ratios: `x ceiling` is against `ceiling` for pages and against `ceiling-db` for `/api/admins`; '
         '`x seed` against the seed\'s app on its one query. CPU is uwsgi\'s user + system time per request.', '',
         '| route | peer | req/s | p50 ms | p99 ms | CPU µs/req | errors | x ceiling | x seed |',

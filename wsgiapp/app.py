@@ -9,7 +9,9 @@ import hashlib
 import json
 import os
 import sys
+import time
 import traceback
+from email.utils import formatdate
 
 if __package__ in (None, ''):  # loaded by path, as uwsgi's wsgi-file does: find the package beside it
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -22,10 +24,8 @@ from wsgiapp.http import (  # noqa: E402
     BadRequest,
     HTTPError,
     Request,
-    Response,
     ServiceUnavailable,
     html,
-    http_date,
     json_response,
     text,
 )
@@ -36,6 +36,69 @@ from wsgiapp.views import Views  # noqa: E402
 CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 NO_BODY = (204, 304)
+# The headers that never change, built once: each response reuses the same tuples.
+NOSNIFF = ('X-Content-Type-Options', 'nosniff')
+VERSION_HEADER = ('X-App-Version', VERSION)
+CSP_HEADER = ('Content-Security-Policy', CSP)
+# nginx may gzip what it passes on (text/html always, and gzip_types: application/json), so
+# the app says that such an answer varies with Accept-Encoding, on its 304 too (RFC 9110
+# 15.4.5); nginx adds no Vary of its own (gzip_vary off) and keeps one cache entry for all
+# encodings (uwsgi_ignore_headers Vary): conf/nginx/wsgiapp.conf, docs/caching.rst.
+VARY = ('Vary', 'Accept-Encoding')
+COMPRESSIBLE = ('text/html', 'application/json')
+# JSON bodies as compact UTF-8, with one encoder made once (json.dumps makes one per call
+# when given options).
+encode_json = json.JSONEncoder(ensure_ascii=False, separators=(',', ':')).encode
+_date = [0, ('Date', '')]  # (second, its Date header): formatted once a second, not per response
+
+
+def date_header():
+    second = int(time.time())
+    if _date[0] != second:
+        _date[:] = second, ('Date', formatdate(second, usegmt=True))
+    return _date[1]
+
+
+def etag_of(body):
+    """The body's hash as a weak tag. nginx's gzip turns a strong tag into a weak one on the
+    200 it compresses, and never sees the 304 of the same answer: a tag weak from the start
+    reads the same on both (RFC 9110 15.4.5), and If-None-Match compares weakly anyway."""
+    return 'W/"%s"' % hashlib.blake2b(body, digest_size=16).hexdigest()
+
+
+class Etags:
+    """etag_of(body), remembered for the bodies seen lately: the same page or listing is
+    made again and again (the same data, the same name), and looking a body up (Python's
+    hash of the bytes, kept on a constant body such as `/`'s) costs a fraction of hashing
+    it with BLAKE2b. Up to `budget` bytes of bodies are kept, then all are forgotten at once."""
+
+    def __init__(self, budget=1 << 20):
+        self.budget, self.kept, self.etags = budget, 0, {}
+
+    def __call__(self, body):
+        etag = self.etags.get(body)
+        if etag is None:
+            etag = etag_of(body)
+            if len(body) <= self.budget >> 4:  # a big body is hashed each time, never kept
+                self.kept += len(body)
+                if self.kept > self.budget:
+                    self.etags.clear()
+                    self.kept = len(body)
+                self.etags[body] = etag
+        return etag
+
+
+class Kind:
+    """What a content type adds to a response, worked out once per type: its Content-Type
+    header, the CSP of an HTML page, and the Vary of what nginx may compress."""
+    __slots__ = ('content_type', 'csp', 'vary')
+
+    def __init__(self, content_type):
+        self.content_type = ('Content-Type', content_type)
+        self.csp = content_type is not None and content_type.startswith('text/html')
+        self.vary = content_type is not None and content_type.partition(';')[0].strip() in COMPRESSIBLE
+
+
 # Reads whose answer is the same for every client: GET and HEAD, 200 or 404, but for the
 # probes (routing.UNCACHED) and reads with a credential or a consistency token (`private,
 # no-store`, and never sent to nginx's stale copy). Everything else (writes, other errors)
@@ -59,6 +122,10 @@ class Application:
                                                f'stale-while-revalidate=1, stale-if-error={settings.stale_if_error}')
         self.database = db.Database(settings)
         self.router = routing.build(Views(settings, self.database))
+        # Shared by a worker's threads: an entry is a function of its key, so a race between
+        # them can only miscount the budget (a dict's get and set are atomic).
+        self.etag = Etags()
+        self.kinds = {}  # content type -> Kind: the few types the code itself names
 
     def __call__(self, environ, start_response):
         request = Request(environ)
@@ -103,39 +170,45 @@ class Application:
         if isinstance(body, str):
             body = body.encode('utf-8')
         elif not isinstance(body, bytes):
-            body = json.dumps(body, ensure_ascii=False, separators=(',', ':')).encode('utf-8')
+            body = encode_json(body).encode('utf-8')
         # Date: when this answer was made, which a copy from nginx's cache keeps (its age).
         # X-App-Version: the code that made it (wsgiapp/version.py), for rolling deploys.
-        headers = [('X-Content-Type-Options', 'nosniff'), ('X-Request-ID', request.id), ('Date', http_date()),
-                   ('X-App-Version', VERSION)]
+        headers = [NOSNIFF, ('X-Request-ID', request.id), date_header(), VERSION_HEADER]
+        status, read = response.status, request.method in CACHEABLE_METHODS
         # A read with a credential or a consistency token, in any form (Request.private), is
         # this client's alone: `private, no-store`, never public, whatever its status.
-        private = request.method in CACHEABLE_METHODS and request.private
-        cacheable = request.method in CACHEABLE_METHODS and request.path not in routing.UNCACHED and not private
+        private = read and request.private
+        cacheable = read and request.path not in routing.UNCACHED and not private
         if private:
             headers.append(PRIVATE)
         else:
-            headers.append(self.cache_control if cacheable and response.status in CACHEABLE_STATUSES else NO_STORE)
-        if response.status == 503 and cacheable:
+            headers.append(self.cache_control if cacheable and status in CACHEABLE_STATUSES else NO_STORE)
+        if status == 503 and cacheable:
             # Behind nginx: let it answer from its cache, within the app's stale-if-error.
             stale = request.environ.get('WSGIAPP_STALE_LOCATION', '')
             if stale.startswith('@'):
                 headers.append(('X-Accel-Redirect', stale))
-        if response.status == 200 and request.method in CACHEABLE_METHODS:
-            etag = '"%s"' % hashlib.blake2b(body, digest_size=16).hexdigest()  # strong: the body's hash
+        kind = self.kinds.get(response.content_type)
+        if kind is None:
+            kind = self.kinds[response.content_type] = Kind(response.content_type)
+        if status == 200 and read:
+            etag = self.etag.etags.get(body) or self.etag(body)  # the lookup inline: the usual case
             headers.append(('ETag', etag))
             if etag_matches(request.environ.get('HTTP_IF_NONE_MATCH'), etag):
-                # RFC 9110 15.4.5: what a 200 would have said of caching (ETag, Cache-Control), no body.
-                response = Response(b'', 304, None, response.headers)
-        if response.status in NO_BODY:
+                # RFC 9110 15.4.5: what a 200 would have said of caching (ETag, Cache-Control,
+                # Vary), no body.
+                status = 304
+        if status in NO_BODY:
             body = b''
         else:
-            headers.append(('Content-Type', response.content_type))
+            headers.append(kind.content_type)
             headers.append(('Content-Length', str(len(body))))
-            if response.content_type.startswith('text/html'):
-                headers.append(('Content-Security-Policy', CSP))
+            if kind.csp:
+                headers.append(CSP_HEADER)
+        if kind.vary:
+            headers.append(VARY)
         headers.extend(response.headers)
-        start_response(STATUS_LINES[response.status], headers)
+        start_response(STATUS_LINES[status], headers)
         return [] if request.method == 'HEAD' or not body else [body]
 
     @staticmethod
@@ -146,13 +219,14 @@ class Application:
 
 
 def etag_matches(if_none_match, etag):
-    """If-None-Match against our ETag: `*`, or a list compared weakly (a W/ tag matches, as
-    nginx's gzip turns ours into W/"...")."""
+    """If-None-Match against our ETag: `*`, or a list compared weakly (RFC 9110 8.8.3.2: the
+    opaque tags alike, W/ or not)."""
     if not if_none_match:
         return False
     if if_none_match.strip() == '*':
         return True
-    return any(tag.strip().removeprefix('W/') == etag for tag in if_none_match.split(','))
+    opaque = etag.removeprefix('W/')
+    return any(tag.strip().removeprefix('W/') == opaque for tag in if_none_match.split(','))
 
 
 application = Application(config.from_environ())

@@ -4,7 +4,6 @@ import hmac
 import json
 import re
 import secrets
-import string
 import threading
 import time
 from email.utils import formatdate
@@ -18,9 +17,9 @@ PRIVATE = ('Cache-Control', 'private, no-store')
 STATUS_LINES = {status.value: f'{status.value} {status.phrase}' for status in HTTPStatus}
 _DECIMAL = re.compile(r'[0-9]{1,20}')
 _KEY = re.compile(r'[\x21-\x7e]+')  # printable ASCII, no space
-# An incoming X-Request-ID is kept only if made of these (nginx's $request_id is 32 hex
-# digits); anything else could forge a log line or a header, and is replaced.
-_REQUEST_ID_CHARS = string.ascii_letters + string.digits + '._:-'
+# An incoming X-Request-ID is kept only if it is 1 to 128 of these (nginx's $request_id is
+# 32 hex digits); anything else could forge a log line or a header, and is replaced.
+_REQUEST_ID = re.compile(r'[A-Za-z0-9._:-]{1,128}')
 
 
 _now = [0, '']  # (second, its HTTP date): formatted once a second, not per response
@@ -224,8 +223,7 @@ class Request:
     def id(self):
         if self._id is None:
             given = self.environ.get('HTTP_X_REQUEST_ID', '')
-            usable = 0 < len(given) <= 128 and not given.strip(_REQUEST_ID_CHARS)
-            self._id = given if usable else secrets.token_hex(16)
+            self._id = given if _REQUEST_ID.fullmatch(given) else secrets.token_hex(16)
         return self._id
 
     @property
