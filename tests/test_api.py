@@ -398,7 +398,8 @@ def test_wrong_tokens_are_limited_per_address_and_valid_writers_elsewhere_are_no
 def test_the_failure_window_ends():
     import time
 
-    from wsgiapp.http import FailedTokens, TooManyRequests
+    from wsgiapp.failed_tokens import FailedTokens
+    from wsgiapp.http import TooManyRequests
     failures = FailedTokens(limit=2, window=0.3, size=2)
     failures.add('a')
     failures.check('a')

@@ -10,9 +10,9 @@ import MySQLdb
 
 from wsgiapp import pages
 from wsgiapp.admins import Admins, DuplicateName, KeyInProgress, KeyReused, as_item
+from wsgiapp.failed_tokens import FailedTokens
 from wsgiapp.http import (
     Conflict,
-    FailedTokens,
     NotFound,
     UnprocessableEntity,
     consistency_headers,

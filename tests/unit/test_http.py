@@ -6,10 +6,10 @@ from email.utils import formatdate
 import pytest
 
 from wsgiapp import http
+from wsgiapp.failed_tokens import FailedTokens
 from wsgiapp.http import (
     BadRequest,
     Conflict,
-    FailedTokens,
     Forbidden,
     HTTPError,
     MethodNotAllowed,
