@@ -14,6 +14,9 @@ The replica phase starts a MariaDB primary and a replica following it (as `make 
 and tests/test_replicas.py do), and serves wsgiapp over it twice: reading on the primary
 (DATABASE_URL only), then on the replica (DATABASE_REPLICA_URL too); it counts each
 mariadbd's CPU and SELECTs per request, and checks that the reads went where they should.
+
+The scale-out phase (bench/scaleout.py) serves wsgiapp as `make run` does and through the
+cluster's edge with 1, 2 and 3 app hosts, and counts every process's CPU per request.
 """
 import argparse
 import json
@@ -29,6 +32,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench import scaleout
 from launcher import procs
 from launcher.cluster import SERVER_OPTIONS, app_link_files
 from launcher.mariadb import MariaDB
@@ -549,7 +553,7 @@ def replica_lines(replica):
     return lines
 
 
-def write_report(out, table, rss, scaling, edge, link, replica, info, seconds, rounds):
+def write_report(out, table, rss, scaling, edge, link, replica, info, seconds, rounds, scale=()):
     out.mkdir(parents=True, exist_ok=True)
     base_ceiling = {route: table.get(('ceiling', '/'), {}).get('rps') for route in ROUTES}
     base_ceiling['/api/admins'] = table.get(('ceiling-db', '/api/admins'), {}).get('rps')
@@ -600,6 +604,7 @@ def write_report(out, table, rss, scaling, edge, link, replica, info, seconds, r
                   f'{row["other"]:.0f} |' for c, row in overload.items()]
     lines += link_lines(link)
     lines += replica_lines(replica)
+    lines += scaleout.lines(scale)
     if scaling:
         lines += ['', '## Keyset pagination: `/api/admins?after=N/2`', '', '| rows | req/s | p50 ms | p99 ms |',
                   '|---:|---:|---:|---:|']
@@ -611,6 +616,7 @@ def write_report(out, table, rss, scaling, edge, link, replica, info, seconds, r
     (out / 'latest.json').write_text(json.dumps(
         {'info': info, 'rss_kib': rss, 'scaling': {str(k): v for k, v in scaling.items()},
          'edge': edge[0], 'overload': {str(k): v for k, v in edge[1].items()}, 'link': link, 'replica': replica,
+         'scaleout': list(scale),
          'medians': [{'peer': p, 'route': r, **v} for (p, r), v in table.items()]}, indent=1))
     chart(out / 'latest.png', table, edge[1])
 
@@ -660,11 +666,12 @@ def main(argv=None):
     started = time.monotonic()
     try:
         runs, rss, scaling, edge, link, replica = bench.run(deep=not args.smoke)
+        scale = scaleout.phase(args, bench) if 'wsgiapp' in args.peers else []
     finally:
         bench.close()
         shutil.rmtree(base, ignore_errors=True)
     table = medians(runs)
-    write_report(args.out, table, rss, scaling, edge, link, replica, versions(), args.seconds, args.rounds)
+    write_report(args.out, table, rss, scaling, edge, link, replica, versions(), args.seconds, args.rounds, scale)
     say(f'done in {time.monotonic() - started:.0f} s: {args.out / "latest.md"}')
     print((args.out / 'latest.md').read_text())
     astray = [case for case, row in replica.items() if not row['reads_as_expected']]
