@@ -187,9 +187,20 @@ class Cluster:
         """What app host `app`'s EnvironmentFile= holds: the database over TCP (verified TLS,
         its own account), the API token."""
         user, _, password = self.db_account(app)
-        return {'DATABASE_URL': self.db.url(tcp=True, user=user, password=password), 'WSGIAPP_API_TOKEN': self.token(),
-                'DATABASE_REPLICA_URL': ','.join(replica.url(tcp=True, user=user, password=password)
+        ca = self.app_db_ca(app)
+        return {'DATABASE_URL': self.db.url(tcp=True, user=user, password=password, ca=ca),
+                'WSGIAPP_API_TOKEN': self.token(),
+                'DATABASE_REPLICA_URL': ','.join(replica.url(tcp=True, user=user, password=password, ca=ca)
                                                  for replica in self.replicas)}
+
+    def app_db_ca(self, app):
+        """The database CA's certificate in the app host's run directory, where uwsgi's
+        workers (the app's user, not root) can read it wherever the checkout lives."""
+        make_run_dir(app.run_dir)
+        copy = app.run_dir / 'db-ca.pem'
+        shutil.copyfile(self.db_ca.cert, copy)
+        copy.chmod(0o644)
+        return copy
 
     def ssl_context(self):
         """A client context that trusts the web CA (the edge's certificate), and only it."""

@@ -91,12 +91,13 @@ class MariaDB:
         return {'unix_socket': str(self.socket), 'user': self.admin_user, 'charset': 'utf8mb4',
                 'autocommit': True}
 
-    def url(self, tcp=False, user=APP_USER, password=None):
+    def url(self, tcp=False, user=APP_USER, password=None, ca=None):
         """DATABASE_URL of the application user (only SELECT, INSERT, UPDATE, DELETE); over
-        TCP to a server with TLS, verified: its CA, and the name is checked (VERIFY_IDENTITY)."""
+        TCP to a server with TLS, verified: its CA (or the copy `ca` of it), and the name is
+        checked (VERIFY_IDENTITY)."""
         credentials = f'{quote(user, safe="")}:{quote(password or self.password(), safe="")}'
         if tcp:
-            tls = (f'?ssl-ca={quote(str(self.authority.cert))}&ssl-mode=VERIFY_IDENTITY'
+            tls = (f'?ssl-ca={quote(str(ca or self.authority.cert))}&ssl-mode=VERIFY_IDENTITY'
                    if self.authority else '')
             return f'mysql://{credentials}@{self.address}:{self.port}/{APP_DATABASE}{tls}'
         return f'mysql://{credentials}@localhost/{APP_DATABASE}?unix_socket={self.socket}'
