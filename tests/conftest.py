@@ -150,3 +150,21 @@ def pair(tmp_path_factory):
     finally:
         replica.stop()
         primary.stop()
+
+
+@pytest.fixture
+def replicated_app(pair):
+    """build(**environ) -> a TestApp over the pair's primary and replica, both running and
+    caught up (the replica following again if a test stopped it)."""
+    from launcher.replication import caught_up
+    primary, replica = pair
+    primary.start()
+    replica.start()
+    replica.sql('START SLAVE')
+    caught_up(primary, replica)
+
+    def build(**environ):
+        settings = config.from_environ({'DATABASE_URL': primary.url(tcp=True), 'WSGIAPP_API_TOKEN': TOKEN,
+                                        'DATABASE_REPLICA_URL': replica.url(tcp=True), **environ})
+        return webtest.TestApp(Application(settings), lint=True)
+    return build

@@ -30,18 +30,8 @@ def back_on_replica(app, seconds):
 
 
 @pytest.fixture
-def make(pair):
-    primary, replica = pair
-    primary.start()
-    replica.start()
-    replica.sql('START SLAVE')
-    caught_up(primary, replica)
-
-    def build(**environ):
-        settings = config.from_environ({'DATABASE_URL': primary.url(tcp=True), 'WSGIAPP_API_TOKEN': TOKEN,
-                                        'DATABASE_REPLICA_URL': replica.url(tcp=True), **environ})
-        return webtest.TestApp(Application(settings), lint=True)
-    return build
+def make(replicated_app):
+    return replicated_app
 
 
 def create(app, name):

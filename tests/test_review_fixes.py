@@ -16,11 +16,9 @@ import uuid
 from urllib.parse import urlsplit
 
 import pytest
-import webtest
 
 from tests.helpers.servers import TOKEN, Held
 from wsgiapp import config
-from wsgiapp.app import Application
 from wsgiapp.replicas import sign_position, verified_position
 
 AUTH = {'Authorization': f'Bearer {TOKEN}'}
@@ -55,19 +53,10 @@ def test_the_key_comes_from_its_own_secret_or_is_derived_from_the_api_token():
 
 
 @pytest.fixture
-def replicated(pair):
+def replicated(replicated_app):
     """make(**environ) -> a TestApp over the primary and its replica, both caught up."""
-    from launcher.replication import caught_up
-    primary, replica = pair
-    primary.start()
-    replica.start()
-    replica.sql('START SLAVE')
-    caught_up(primary, replica)
-
     def make(**environ):
-        settings = config.from_environ({'DATABASE_URL': primary.url(tcp=True), 'WSGIAPP_API_TOKEN': TOKEN,
-                                        'DATABASE_REPLICA_URL': replica.url(tcp=True), **environ})
-        app = webtest.TestApp(Application(settings), lint=True)
+        app = replicated_app(**environ)
         assert app.get('/api/admins').headers['X-Read-Source'] == 'replica1'  # the monitor has seen it
         return app
     return make
