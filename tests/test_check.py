@@ -191,6 +191,30 @@ def test_uwsgi_running_as_root_fails_even_for_a_private_stack(tmp_path):
 
 
 @as_root
+@pytest.mark.parametrize('worker_user, verdict', [('nobody', 'ok'), ('root', 'FAIL')])
+def test_a_root_master_passes_only_if_every_worker_it_forked_is_not_root(tmp_path, worker_user, verdict):
+    """master-as-root (conf/uwsgi.ini): the master keeps root to reload, its workers serve."""
+    uid = pwd.getpwnam(worker_user).pw_uid
+    master = subprocess.Popen([sys.executable, '-c', f'import os, time\nif os.fork() == 0:\n    os.setgid({uid})\n'
+                               f'    os.setuid({uid})\ntime.sleep(60)'])
+    try:
+        from launcher import procs
+        from launcher.wait import wait_for
+        wait_for(lambda: procs.children(master.pid), 10, 'the forked worker')
+        (tmp_path / 'uwsgi.pid').write_text(str(master.pid))
+        output = run(tmp_path, {}, args=['--pidfile', tmp_path / 'uwsgi.pid'])[1]
+        line = line_of(output, f'(pid {master.pid})')
+        assert line.startswith(verdict), line
+        if verdict == 'ok':
+            assert "uwsgi's workers" in line and 'run as nobody, not root' in line
+    finally:
+        for child in procs.children(master.pid):
+            child.kill()
+        master.kill()
+        master.wait()
+
+
+@as_root
 def test_uwsgi_running_as_its_own_user_passes(tmp_path):
     sleeper = subprocess.Popen(['sleep', '60'], user='nobody')
     try:

@@ -189,7 +189,8 @@ def check_socket_group(report, path, nginx_user):
 
 
 def check_uwsgi_user(report, pidfile, given, private_stack):
-    """The uwsgi master, from its pid file, runs as some user other than root."""
+    """uwsgi, from its pid file, serves as some user other than root: its master, or, when the
+    master keeps root (master-as-root), every worker it forked."""
     try:
         with open(pidfile, encoding='ascii') as file:
             pid = int(file.read().strip())
@@ -204,19 +205,52 @@ def check_uwsgi_user(report, pidfile, given, private_stack):
         report.fail(f'uwsgi pid file {pidfile} is unreadable or holds no pid',
                     "run the check as root, or pass --pidfile with the path of uwsgi's pidfile option")
         return
-    try:
-        with open(f'/proc/{pid}/status', encoding='ascii', errors='replace') as status:
-            uids = next(line.split()[1:] for line in status if line.startswith('Uid:'))
-    except (OSError, StopIteration):
+    uids = _uids(pid)
+    if uids is None:
         report.fail(f'uwsgi pid file {pidfile} names pid {pid}, which is not running',
                     'start uwsgi; a pid file is left behind by a uwsgi killed without vacuum')
         return
+    workers = {worker: _uids(worker) for worker in _forked(pid)}
     if '0' not in uids:  # real, effective, saved and filesystem uid
         report.ok(f'uwsgi (pid {pid}) runs as {_user_name(int(uids[1]))}, not root')
-    else:  # everywhere, a private stack too: make run drops to wsgiapp (conf/uwsgi.ini's uid)
+    elif workers and all(worker_uids and '0' not in worker_uids for worker_uids in workers.values()):
+        # master-as-root (conf/uwsgi.ini): the master reads no request and keeps root only to
+        # re-execute on a reload; the workers, which parse every request, are not root.
+        users = sorted({_user_name(int(worker_uids[1])) for worker_uids in workers.values()})
+        report.ok(f"uwsgi's workers (pids {', '.join(map(str, sorted(workers)))}) run as {', '.join(users)}, "
+                  f'not root; its master (pid {pid}) keeps root to reload and reads no request')
+    else:  # everywhere, a private stack too
         report.fail(f'uwsgi (pid {pid}) runs as root: a hole in the app or its libraries is a root shell',
                     'run it as its own user: User=wsgiapp in the systemd unit (conf/systemd/wsgiapp.service), '
                     "or conf/uwsgi.ini's uid and gid when started as root")
+
+
+def _uids(pid):
+    """A process's real, effective, saved and filesystem uids (strings), or None."""
+    try:
+        with open(f'/proc/{pid}/status', encoding='ascii', errors='replace') as status:
+            return next(line.split()[1:] for line in status if line.startswith('Uid:'))
+    except (OSError, StopIteration):
+        return None
+
+
+def _forked(pid):
+    """The children of `pid` that run its own program: uwsgi's workers. (/proc directly: a
+    server's virtualenv has the app and uwsgi only.)"""
+    try:
+        program = os.readlink(f'/proc/{pid}/exe')
+    except OSError:
+        return []
+    found = []
+    for entry in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{entry}/stat', encoding='ascii', errors='replace') as stat_file:
+                parent = int(stat_file.read().rsplit(')', 1)[1].split()[1])
+            if parent == pid and os.readlink(f'/proc/{entry}/exe') == program:
+                found.append(int(entry))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
 
 
 # nginx
