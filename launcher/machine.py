@@ -1,7 +1,8 @@
 """A booted Debian 12 server on this machine: systemd-nspawn over a cached image, as root.
 
-The image is two layers, cached outside the checkout in /var/cache/wsgiapp-images (shared by
-every checkout, built once under a lock), each named by a hash of its recipe:
+The image is a stack of layers, cached outside the checkout in /var/cache/wsgiapp-images
+(shared by every checkout, built once under a lock), each named by a hash of its recipe and
+of the layer under it:
 
 - base: `debootstrap --variant=minbase` of bookworm with systemd, dbus and iproute2;
 - server: on top of it (an overlay upper directory, built with the host's network), the
@@ -9,13 +10,18 @@ every checkout, built once under a lock), each named by a hash of its recipe:
   needs (the Makefile's SERVER_PACKAGES), pebble (a test ACME server), and a wheelhouse:
   the wheels of the app's requirements, built by the image's own python3 (uWSGI compiled
   there once). A server has no route off its bridge; `make install` inside it finds its
-  packages in the wheelhouse (PIP_NO_INDEX, PIP_FIND_LINKS: `Machine.DEPLOY_ENV`).
+  packages in the wheelhouse (PIP_NO_INDEX, PIP_FIND_LINKS: `Machine.DEPLOY_ENV`);
+- fleet (only for `Machine(..., layers='fleet')`, launcher/fleet.py): on top of server,
+  openssh-server for a root login by key only, and sudo, without host keys (each host gets
+  its own).
 
-Each Machine is an overlay of its own over the two layers (its own /etc, /var, hostname
-and machine-id), booted by `systemd-nspawn -b` in a network namespace joined by a veth to a
-bridge of its own (launcher/network.py): the host is .1 on the bridge, the server .3.
-`stop()` removes every trace: the container, the overlay, the veth, the namespace, the
-bridge and the state directory."""
+Each Machine is an overlay of its own over the layers (its own /etc, /var, hostname and
+machine-id), booted by `systemd-nspawn -b` in a network namespace joined by a veth to a
+bridge (launcher/network.py): by default a bridge of its own, the host .1 on it, the server
+.3; or, given `network` and `host`, a bridge shared with other machines (a fleet), at that
+host's address. `stop()` removes every trace: the container, the overlay, the veth, the
+namespace, the bridge (its own only) and the state directory. `crash()` is a power loss:
+with `persistent`, the next `start()` boots from the same disk (the overlay's upper directory)."""
 import fcntl
 import hashlib
 import json
@@ -92,19 +98,26 @@ def _timed(what, function):
     return seconds
 
 
-def image():
-    """The two layers' directories (server first, as overlayfs's lowerdir lists them), built
-    when missing. A layer is complete once its directory has its final name."""
+def image(top='server'):
+    """The layers' directories up to `top` ('server' or 'fleet'), the top first, as overlayfs's
+    lowerdir lists them; built when missing. A layer is complete once its directory has its
+    final name."""
     base = CACHE / f'base-{_key(base_recipe())}'
     server = CACHE / f'server-{_key(base.name, server_recipe())}'
-    if base.is_dir() and server.is_dir():
-        return [server, base]
+    layers = [server, base]
+    if top == 'fleet':
+        layers.insert(0, CACHE / f'fleet-{_key(server.name, fleet_recipe())}')
+    if all(layer.is_dir() for layer in layers):
+        return layers
     with _locked():
         if not base.is_dir():
             _timed(f'building the base image {base.name} (debootstrap)', lambda: _build_base(base))
         if not server.is_dir():
             _timed(f'building the server layer {server.name} (apt-get, wheels)', lambda: _build_server(server, base))
-    return [server, base]
+        if top == 'fleet' and not layers[0].is_dir():
+            _timed(f'building the fleet layer {layers[0].name} (openssh-server)',
+                   lambda: _build_layer(layers[0], [server, base], fleet_script(), 'the fleet layer'))
+    return layers
 
 
 def _build_base(target):
@@ -138,13 +151,56 @@ rm -rf /var/lib/apt/lists/*
 
 
 def _build_server(target, base):
+    script = BUILD_SCRIPT.format(packages=' '.join(server_recipe()[0]), masked=' '.join(MASKED),
+                                 wheelhouse=WHEELHOUSE, wheels=' '.join(shlex.quote(w) for w in WHEELS))
+    _build_layer(target, [base], script, 'the server layer')
+
+
+# The fleet layer: what Ansible needs of a host (sshd, python3; sftp for its file transfers;
+# sudo for `become`). The package's host keys go: a copy of this layer must not share them.
+FLEET_PACKAGES = ['openssh-server', 'openssh-sftp-server', 'python3', 'sudo']
+# A drop-in: Debian's sshd_config includes sshd_config.d/*.conf first, and sshd keeps the
+# first value it reads for each setting.
+SSHD_CONFIG = """\
+HostKey /etc/ssh/ssh_host_ed25519_key
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+"""
+FLEET_SCRIPT = r'''
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
+printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends {packages} > /tmp/apt.log 2>&1 || {{ tail -50 /tmp/apt.log; exit 1; }}
+rm -f /usr/sbin/policy-rc.d /etc/ssh/ssh_host_*
+printf '%s' {sshd_config} > /etc/ssh/sshd_config.d/wsgiapp.conf
+systemctl enable ssh.service
+rm -rf /tmp/apt.log /tmp/host-ca.crt
+apt-get clean
+rm -rf /var/lib/apt/lists/*
+'''
+
+
+def fleet_recipe():
+    return [FLEET_PACKAGES, SSHD_CONFIG, FLEET_SCRIPT]
+
+
+def fleet_script():
+    return FLEET_SCRIPT.format(packages=' '.join(FLEET_PACKAGES), sshd_config=shlex.quote(SSHD_CONFIG))
+
+
+def _build_layer(target, lowers, script, what):
+    """A layer made by `script`, run as root in a chroot of `lowers` (the layers under it)
+    with the host's network: its changes, the overlay's upper directory, are the layer."""
     partial = target.with_name(target.name + '.partial')
     work = target.with_name(target.name + '.work')
     merged = target.with_name(target.name + '.merged')
     for directory in (partial, work, merged):
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir()
-    run('mount', '-t', 'overlay', 'overlay', '-o', f'lowerdir={base},upperdir={partial},workdir={work}', merged)
+    run('mount', '-t', 'overlay', 'overlay', '-o',
+        f'lowerdir={":".join(map(str, lowers))},upperdir={partial},workdir={work}', merged)
     mounts = []
     try:
         shutil.copy('/etc/ssl/certs/ca-certificates.crt', merged / 'tmp' / 'host-ca.crt')
@@ -155,12 +211,10 @@ def _build_server(target, base):
         for directory in ('dev', 'dev/pts'):
             run('mount', '--bind', f'/{directory}', merged / directory)
             mounts.append(merged / directory)
-        script = BUILD_SCRIPT.format(packages=' '.join(server_recipe()[0]), masked=' '.join(MASKED),
-                                     wheelhouse=WHEELHOUSE, wheels=' '.join(shlex.quote(w) for w in WHEELS))
         done = subprocess.run(['chroot', str(merged), '/usr/bin/env', '-i', f'PATH={PATH}', 'HOME=/root',
                                'bash', '-c', script], capture_output=True, text=True)
         if done.returncode != 0:
-            raise RuntimeError(f'building the server layer failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}')
+            raise RuntimeError(f'building {what} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}')
         (merged / 'etc' / 'resolv.conf').write_text('')  # a server resolves through its /etc/hosts only
     finally:
         for mount in reversed(mounts):
@@ -175,11 +229,17 @@ def _build_server(target, base):
 class Machine:
     """One booted server, its state in `directory` (the overlay's upper and work directories,
     its mount point `root`, the console log and machine.json). `hosts`: extra /etc/hosts
-    lines, name -> address ('server' means this server's own address)."""
+    lines, name -> address ('server' means this server's own address). `network` and `host`:
+    a launcher.network.Network shared with other machines, and this one's host name in it
+    (its address); by default a network of its own, host 'server'. `layers`: the image's top
+    layer ('server', or 'fleet' for sshd). `files`: path inside -> (content, mode), written
+    into its disk before each boot. `persistent`: its disk outlives a crash (`crash()`, then
+    `start()` boots from it); else each start is a fresh server."""
 
     HOST = 'server'  # launcher/network.py's name for it: address .3 on the bridge
 
-    def __init__(self, directory, hostname='wsgiapp-server', hosts=None):
+    def __init__(self, directory, hostname='wsgiapp-server', hosts=None, network=None, host=None,
+                 layers='server', files=None, persistent=False):
         self.dir = Path(directory).resolve()
         self.ident = hashlib.sha256(str(self.dir).encode()).hexdigest()[:4]
         self.hostname = hostname
@@ -187,7 +247,14 @@ class Machine:
         self.root = self.dir / 'root'
         self.console = self.dir / 'console.log'
         self.state = self.dir / 'machine.json'
-        self._network = None
+        self.shared = network is not None
+        self._network = network
+        self.host = host or self.HOST
+        # The container's name (its overlay mount's too): a fleet's names say which host it is.
+        self.name = f'wsgiapp-{network.ident}-{self.host}' if self.shared else f'wsgiapp-{self.ident}'
+        self.layers = layers
+        self.files = dict(files or {})
+        self.persistent = persistent
 
     @property
     def network(self):
@@ -197,11 +264,11 @@ class Machine:
 
     @property
     def address(self):
-        return self.network.address(self.HOST)
+        return self.network.address(self.host)
 
     @property
     def netns(self):
-        return self.network.netns(self.HOST)
+        return self.network.netns(self.host)
 
     def _saved(self):
         try:
@@ -227,28 +294,37 @@ class Machine:
     def start(self, seconds=180):
         if self.pid:
             return self
-        layers = image()
-        self.stop(quiet=True)  # whatever a crashed run left
+        layers = image(self.layers)
+        self._release()  # whatever a crashed run left, but its disk
+        if not self.persistent:
+            shutil.rmtree(self.dir, ignore_errors=True)
         started = time.monotonic()
         try:
             for name in ('upper', 'work', 'root'):
                 (self.dir / name).mkdir(parents=True, exist_ok=True)
-            run('mount', '-t', 'overlay', f'wsgiapp-{self.ident}', '-o',
+            first_boot = not (self.dir / 'upper' / 'etc' / 'machine-id').exists()
+            run('mount', '-t', 'overlay', self.name, '-o',
                 f'lowerdir={":".join(map(str, layers))},upperdir={self.dir / "upper"},workdir={self.dir / "work"}',
                 self.root)
             self.network.create()
-            self.network.add_host(self.HOST)
-            etc = self.root / 'etc'
-            (etc / 'hostname').write_text(f'{self.hostname}\n')
-            (etc / 'machine-id').write_text(uuid.uuid4().hex + '\n')  # each copy its own
-            hosts = {'localhost': '127.0.0.1', self.hostname: '127.0.1.1',
-                     **{name: self.address if address == 'server' else address for name, address in self.hosts.items()}}
-            (etc / 'hosts').write_text(''.join(f'{address} {name}\n' for name, address in hosts.items()))
+            self.network.add_host(self.host)
+            if first_boot:
+                write_inside(self.root, '/etc/machine-id', uuid.uuid4().hex + '\n')  # each copy its own
+            write_inside(self.root, '/etc/hostname', f'{self.hostname}\n')
+            self.write_hosts()
+            for path, (content, mode) in self.files.items():
+                write_inside(self.root, path, content, mode)
             say(f'booting {self.hostname} ({self.address}) in {self.dir}')
+            # nspawn joins its cgroups (the shell's pid is nspawn's after exec), then runs.
+            join = ''
+            for cgroup in _cgroups(self.name):
+                cgroup.mkdir(exist_ok=True)
+                join += f'echo $$ > {shlex.quote(str(cgroup / "cgroup.procs"))} && '
             with open(self.console, 'ab') as console:
                 nspawn = subprocess.Popen(
-                    [binary('systemd-nspawn'), '--quiet', '-D', str(self.root), '-b', '--register=no', '--keep-unit',
-                     f'--machine=wsgiapp-{self.ident}', f'--hostname={self.hostname}', '--console=pipe',
+                    ['sh', '-c', join + 'exec "$@"', 'sh',
+                     binary('systemd-nspawn'), '--quiet', '-D', str(self.root), '-b', '--register=no', '--keep-unit',
+                     f'--machine={self.name}', f'--hostname={self.hostname}', '--console=pipe',
                      f'--network-namespace-path=/run/netns/{self.netns}', '--resolv-conf=off', '--timezone=off',
                      '--link-journal=no'],
                     stdin=subprocess.DEVNULL, stdout=console, stderr=console, start_new_session=True)
@@ -259,11 +335,22 @@ class Machine:
             wait_for(self._booted, seconds, f'{self.hostname} to boot (systemctl is-system-running)', interval=0.5,
                      detail=self._failed_units)
         except BaseException:
-            self.stop(quiet=True)
+            if self.persistent:  # its disk is kept, to look into, or to boot again
+                self._power_off(quiet=True)
+                self._release()
+            else:
+                self.stop(quiet=True)
             raise
         self.boot_seconds = time.monotonic() - started
         say(f'{self.hostname} is up in {self.boot_seconds:.1f} s')
         return self
+
+    def write_hosts(self):
+        """Its /etc/hosts: localhost, its own name, then `hosts` (a running server's too: a fleet
+        that grows names its new hosts on the old ones)."""
+        hosts = {'localhost': '127.0.0.1', self.hostname: '127.0.1.1',
+                 **{name: self.address if address == 'server' else address for name, address in self.hosts.items()}}
+        write_inside(self.root, '/etc/hosts', ''.join(f'{address} {name}\n' for name, address in hosts.items()))
 
     def _booted(self):
         state = self.run(['systemctl', 'is-system-running'], check=False).stdout.strip()
@@ -328,43 +415,116 @@ class Machine:
     # --- stop ---------------------------------------------------------------------------------
     def stop(self, quiet=False):
         """Power the server off and remove every trace of it."""
+        self._power_off(quiet)
+        self._release()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def crash(self):
+        """A power loss: SIGKILL its init (every process of it dies with it), until nspawn has
+        exited; then its overlay is unmounted and its network link removed, as a dead host's
+        (its packets vanish, nothing answers). Its disk, the overlay's upper directory, stays."""
+        pid, leader = self.pid, self.leader()
+        if pid is None:
+            return
+        if leader is None:
+            raise RuntimeError(f'{self.hostname} has no init to kill (not booted)')
+        say(f'crashing {self.hostname} (SIGKILL to its init, pid {leader})')
+        with suppress(ProcessLookupError):
+            os.kill(leader, signal.SIGKILL)
+        wait_for(lambda: not alive(pid), 30, f'systemd-nspawn of {self.hostname} to exit', interval=0.05)
+        with suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        self._release()
+
+    def _power_off(self, quiet=False):
         pid = self.pid
-        if pid:
-            if not quiet:
-                say(f'stopping {self.hostname} (systemd-nspawn pid {pid})')
-            leader = self.leader()
-            # SIGRTMIN+4 to its systemd: a clean poweroff, after which nspawn exits.
+        if not pid:
+            return
+        if not quiet:
+            say(f'stopping {self.hostname} (systemd-nspawn pid {pid})')
+        leader = self.leader()
+        # SIGRTMIN+4 to its systemd: a clean poweroff, after which nspawn exits.
+        with suppress(ProcessLookupError, TypeError):
+            os.kill(leader, signal.SIGRTMIN + 4)
+        try:
+            wait_for(lambda: not alive(pid), 60, f'{self.hostname} to power off', interval=0.2)
+        except TimedOut:
+            with suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
             with suppress(ProcessLookupError, TypeError):
-                os.kill(leader, signal.SIGRTMIN + 4)
-            try:
-                wait_for(lambda: not alive(pid), 60, f'{self.hostname} to power off', interval=0.2)
-            except TimedOut:
-                with suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-                with suppress(ProcessLookupError, TypeError):
-                    os.kill(leader, signal.SIGKILL)
-                wait_for(lambda: not alive(pid), 10, 'systemd-nspawn to die', interval=0.1)
-            with suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            with suppress(TimedOut):  # not our child (`make server` started it): init reaps it
-                wait_for(lambda: not psutil.pid_exists(pid), 10, 'systemd-nspawn reaped', interval=0.1)
+                os.kill(leader, signal.SIGKILL)
+            wait_for(lambda: not alive(pid), 10, 'systemd-nspawn to die', interval=0.1)
+        with suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        with suppress(TimedOut):  # not our child (`make server` started it): init reaps it
+            wait_for(lambda: not psutil.pid_exists(pid), 10, 'systemd-nspawn reaped', interval=0.1)
+
+    def _release(self):
+        """Unmount its overlay and remove its network (on a shared network, its own link only);
+        what a powered-off server holds of the host, but its directory."""
         if self.root.exists() and os.path.ismount(self.root):
             if run('umount', self.root, check=False).returncode != 0:
                 run('umount', '-l', self.root, check=False)
-        self.network.remove()
+        if self.shared:
+            self.network.remove_host(self.host)
+        else:
+            self.network.remove()
+        for cgroup in _cgroups(self.name):  # empty once its processes are gone: the deepest first
+            for directory, _, _ in os.walk(cgroup, topdown=False):
+                with suppress(OSError):
+                    os.rmdir(directory)
         if self.root.exists() and os.path.ismount(self.root):
             raise RuntimeError(f'{self.root} is still mounted; not removing {self.dir}')
-        shutil.rmtree(self.dir, ignore_errors=True)
 
     def leftovers(self):
         """What of this server is still on the host: none after stop()."""
         found = [f'mount {line.split()[2]}' for line in Path('/proc/mounts').read_text().splitlines()
-                 if str(self.dir) in line or f'wsgiapp-{self.ident} ' in line]
-        found += self.network.leftovers()
+                 if str(self.dir) in line or f'{self.name} ' in line]
+        found += self.network.leftovers(self.host if self.shared else None)
         found += [f'pid {pid}' for pid in _nspawns(self.root)]
+        found += [f'cgroup {cgroup}' for cgroup in _cgroups(self.name) if cgroup.exists()]
         if self.dir.exists():
             found.append(f'directory {self.dir}')
         return found
+
+
+def _cgroups(name):
+    """The cgroup of a container's nspawn, `name`, in each hierarchy systemd uses (cgroup2; and
+    name=systemd on a hybrid host). nspawn --keep-unit builds the container's cgroup tree
+    (payload/, supervisor/) in the cgroup it starts in: two containers started from one
+    cgroup would share that tree and wreck each other's units."""
+    found = []
+    for line in Path('/proc/self/mountinfo').read_text().splitlines():
+        fields = line.split()
+        kind, _, options = fields[fields.index('-') + 1:][:3]
+        if kind == 'cgroup2' or (kind == 'cgroup' and 'name=systemd' in options.split(',')):
+            found.append(Path(fields[4]) / name)
+    return found
+
+
+def write_inside(root, path, content, mode=0o644):
+    """`content` (str or bytes) to `path` inside the server's tree `root`, as root, following
+    no symlink and creating missing directories (mode 0700): a kept disk is the server's own,
+    and a link made there (/etc/hosts -> /etc/shadow) must not turn a write from here into a
+    write to the host's file."""
+    data = content.encode() if isinstance(content, str) else content
+    directory = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in Path(path).relative_to('/').parent.parts:
+            with suppress(FileExistsError):
+                os.mkdir(part, 0o700, dir_fd=directory)
+            inner = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=directory)
+            os.close(directory)
+            directory = inner
+        name = Path(path).name
+        with suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=directory)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=directory)
+        with os.fdopen(fd, 'wb') as out:
+            os.fchmod(fd, mode)  # whatever the umask
+            out.write(data)
+    finally:
+        os.close(directory)
 
 
 def _nspawns(root):

@@ -134,11 +134,15 @@ class Network:
             say(f'removing the bridge {self.bridge}')
             ip('link', 'del', self.bridge)
 
-    def leftovers(self):
-        """Namespaces, bridge and veths of this cluster still present: none after remove()."""
+    def leftovers(self, host=None):
+        """Namespaces, bridge and veths of this cluster still present: none after remove().
+        With `host`, that host's namespace and veth only: none after remove_host(host)."""
         if not self.namespaces:
             return []
         links = [line.split(':')[1].strip().split('@')[0] for line in ip('-o', 'link').stdout.splitlines()]
+        if host is not None:
+            namespaces = [self.netns(host)] if host in self.hosts() else []
+            return namespaces + [name for name in links if name == self.veth(host)]
         return [self.netns(host) for host in self.hosts()] + [name for name in links
                                if name == self.bridge or name.startswith(f'wa{self.ident}-')]
 
