@@ -4,7 +4,7 @@ real ones. As root, with systemd-nspawn.
 
 Each host is a launcher/machine.py Machine over the image's fleet layer (sshd, python3),
 with a disk (overlay), hostname, machine-id and address of its own, all on one private
-bridge (launcher/network.py): `edge`, `app1`..`appN`, `db1` (the primary), `db2`.. (the
+bridge (launcher/network.py): `edge1`, `app1`..`appN`, `db1` (the primary), `db2`.. (the
 replicas). Every host's /etc/hosts names every host of the fleet. This machine, as root,
 reaches each over SSH with a key of its own, and knows each host's key in advance:
 
@@ -15,6 +15,8 @@ reaches each over SSH with a key of its own, and knows each host's key in advanc
                                first use, StrictHostKeyChecking=yes
     BASE/inventory.ini         the Ansible inventory (groups edge, app, db_primary,
                                db_replica, and db for both)
+    BASE/group_vars/all.yml    the playbook's settings for hosts with no route off the
+                               bridge (packages from the image, wheels from its wheelhouse)
     BASE/hosts.json            each host's name, container, address, ssh target and pids
     BASE/hosts/NAME/           each host's Machine: its disk (upper/), console log
 
@@ -34,7 +36,7 @@ from pathlib import Path
 
 import psutil
 
-from launcher.machine import Machine, image
+from launcher.machine import WHEELHOUSE, Machine, image
 from launcher.network import Network
 from launcher.process import ROOT, binary, say
 
@@ -62,6 +64,7 @@ class Fleet:
         self.host_keys = self.ssh_dir / 'host-keys'
         self.control_dir = Path(f'/run/wsgiapp-ssh-{self.ident}')
         self.inventory = self.base / 'inventory.ini'
+        self.group_vars = self.base / 'group_vars' / 'all.yml'
         self.hosts_json = self.base / 'hosts.json'
 
     @cached_property
@@ -71,7 +74,7 @@ class Fleet:
     # --- names ----------------------------------------------------------------------------
     def groups(self):
         """The inventory's host groups, each a list of host names."""
-        return {'edge': ['edge'], 'app': [f'app{n}' for n in range(1, self.apps + 1)],
+        return {'edge': ['edge1'], 'app': [f'app{n}' for n in range(1, self.apps + 1)],
                 'db_primary': ['db1'], 'db_replica': [f'db{n}' for n in range(2, self.replicas + 2)]}
 
     def names(self):
@@ -80,7 +83,7 @@ class Fleet:
 
     def present(self):
         """The hosts with a directory in BASE/hosts (running, crashed, or of another size), in
-        the fleet's order: edge, app1.., db1.."""
+        the fleet's order: edge1, app1.., db1.."""
         directory = self.base / 'hosts'
         return sorted((path.name for path in directory.iterdir()), key=_order) if directory.is_dir() else []
 
@@ -166,6 +169,8 @@ class Fleet:
                 known.append(f'{name},{self.address(name)} {key_type} {key}\n')
         self.known_hosts.write_text(''.join(known))
         self.inventory.write_text(self.inventory_text())
+        self.group_vars.parent.mkdir(exist_ok=True)
+        self.group_vars.write_text(self.group_vars_text())
         self.hosts_json.write_text(json.dumps(self.describe(), indent=2) + '\n')
 
     def ssh_options(self):
@@ -187,6 +192,16 @@ class Fleet:
                      f"ansible_ssh_common_args='{' '.join(self.ssh_options())}'\n"
                      'ansible_python_interpreter=/usr/bin/python3\n')
         return ''.join(lines)
+
+    def group_vars_text(self):
+        """The inventory's group_vars/all.yml: what these hosts differ in from a user's."""
+        return (f'# The fleet in {self.base}: its hosts reach nothing off their bridge.\n'
+                '# Debian\'s packages are in their image already (no apt-get update);\n'
+                'wsgiapp_apt_update: false\n'
+                '# the app\'s wheels are in its wheelhouse (launcher/machine.py WHEELHOUSE);\n'
+                f'wsgiapp_pip_env: {{PIP_NO_INDEX: "1", PIP_FIND_LINKS: "{WHEELHOUSE}"}}\n'
+                '# this machine asks the edge\'s /readyz, as a load balancer would.\n'
+                f'wsgiapp_probers: ["{self.address("bridge")}"]\n')
 
     def describe(self):
         hosts = []
@@ -244,8 +259,10 @@ class Fleet:
         self.network.remove()
         shutil.rmtree(self.control_dir, ignore_errors=True)
         shutil.rmtree(self.ssh_dir, ignore_errors=True)
-        for path in (self.inventory, self.hosts_json):
+        for path in (self.inventory, self.hosts_json, self.group_vars):
             path.unlink(missing_ok=True)
+        if self.group_vars.parent.is_dir():
+            self.group_vars.parent.rmdir()
         with_hosts = self.base / 'hosts'
         if with_hosts.is_dir():
             with_hosts.rmdir()
@@ -261,7 +278,7 @@ class Fleet:
         found += [f'pid {process.pid} (systemd-nspawn)' for process in _nspawns(self.base / 'hosts')]
         found += [f'pid {process.pid} (ssh master)' for process in _ssh_masters(self.control_dir)]
         found += [str(path) for path in (self.ssh_dir, self.control_dir, self.inventory, self.hosts_json,
-                                         self.base / 'hosts') if path.exists()]
+                                         self.group_vars.parent, self.base / 'hosts') if path.exists()]
         return found
 
 

@@ -156,9 +156,10 @@ def _build_server(target, base):
     _build_layer(target, [base], script, 'the server layer')
 
 
-# The fleet layer: what Ansible needs of a host (sshd, python3; sftp for its file transfers;
+# The fleet layer: what Ansible needs of a host (sshd, python3, python3-apt for its apt module,
+# which would install it from the archive these hosts cannot reach; sftp for its file transfers;
 # sudo for `become`). The package's host keys go: a copy of this layer must not share them.
-FLEET_PACKAGES = ['openssh-server', 'openssh-sftp-server', 'python3', 'sudo']
+FLEET_PACKAGES = ['openssh-server', 'openssh-sftp-server', 'python3', 'python3-apt', 'sudo']
 # A drop-in: Debian's sshd_config includes sshd_config.d/*.conf first, and sshd keeps the
 # first value it reads for each setting.
 SSHD_CONFIG = """\
@@ -174,6 +175,8 @@ printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/po
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends {packages} > /tmp/apt.log 2>&1 || {{ tail -50 /tmp/apt.log; exit 1; }}
 rm -f /usr/sbin/policy-rc.d /etc/ssh/ssh_host_*
+# A fresh host runs nothing of the app's: the playbook enables what each kind of host needs.
+systemctl disable mariadb.service mariadb.socket nginx.service
 printf '%s' {sshd_config} > /etc/ssh/sshd_config.d/wsgiapp.conf
 systemctl enable ssh.service
 rm -rf /tmp/apt.log /tmp/host-ca.crt

@@ -16,7 +16,8 @@ from launcher.process import binary, say
 RANGE = ipaddress.ip_network('10.213.0.0/16')
 # Each host's last octet: the machine (on the bridge) .1, edge .2, a booted server
 # (launcher/machine.py) .3, appN 10+N, dbN 99+N, and testN 200+N for hosts a test adds (an intruder).
-NAMED = {'bridge': 1, 'edge': 2, 'server': 3}
+# A fleet's edge (launcher/fleet.py) is edge1, at the edge's address: there is one.
+NAMED = {'bridge': 1, 'edge': 2, 'edge1': 2, 'server': 3}
 NUMBERED = {'app': 10, 'db': 99, 'test': 200}
 
 

@@ -1,6 +1,6 @@
 """The fleet (launcher/fleet.py): booted Debian 12 hosts on one bridge, which this machine
 reaches over real SSH, as Ansible will, with host keys known in advance. One small fleet
-(edge, app1, db1) for the module; the last test takes it down and looks for what is left."""
+(edge1, app1, db1) for the module; the last test takes it down and looks for what is left."""
 import shlex
 import shutil
 import subprocess
@@ -13,7 +13,7 @@ from launcher.machine import CACHE
 from launcher.process import ROOT
 
 pytestmark = [pytest.mark.server]
-NAMES = ['edge', 'app1', 'db1']
+NAMES = ['edge1', 'app1', 'db1']
 
 
 @pytest.fixture(scope='module')
@@ -39,7 +39,7 @@ def on(fleet, name, command):
 def test_the_inventory_names_every_host_in_its_groups(fleet):
     text = fleet.inventory.read_text()
     address = {name: fleet.address(name) for name in NAMES}
-    for group, name in (('edge', 'edge'), ('app', 'app1'), ('db_primary', 'db1')):
+    for group, name in (('edge', 'edge1'), ('app', 'app1'), ('db_primary', 'db1')):
         assert f'[{group}]\n{name} ansible_host={address[name]}\n' in text
     assert '[db_replica]\n\n' in text and '[db:children]\ndb_primary\ndb_replica\n' in text
     assert f'ansible_ssh_private_key_file={fleet.key}\n' in text
@@ -59,7 +59,7 @@ def test_ssh_with_the_inventory_s_arguments_and_strict_host_key_checking_reaches
 def test_a_host_with_another_key_is_refused(fleet):
     """known_hosts is what makes the check strict: edge's key under app1's address fails."""
     known = fleet.known_hosts.read_text().splitlines()
-    edge_key = next(line for line in known if line.startswith('edge,')).split(' ', 1)[1]
+    edge_key = next(line for line in known if line.startswith('edge1,')).split(' ', 1)[1]
     forged = fleet.known_hosts.with_name('forged_known_hosts')
     forged.write_text(f'{fleet.address("app1")} {edge_key}\n')
     done = fleet.ssh('app1', 'true', options=['-o', 'ControlPath=none', '-o', f'UserKnownHostsFile={forged}'])
@@ -120,7 +120,7 @@ def test_a_second_up_leaves_running_hosts_alone_and_a_bigger_fleet_adds_hosts(fl
         assert f'app2 ansible_host={bigger.address("app2")}' in bigger.inventory.read_text()
         assert on(bigger, 'app1', 'getent hosts app2').split() == [bigger.address('app2'), 'app2']
     finally:
-        fleet.up()  # back to edge, app1, db1
+        fleet.up()  # back to edge1, app1, db1
     assert sorted(fleet.status()) == sorted(NAMES) and fleet.status() == pids
     assert 'app2' not in fleet.inventory.read_text() and 'app2' not in fleet.known_hosts.read_text()
     assert fleet.network.leftovers('app2') == []
