@@ -8,6 +8,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+from deploy.filter_plugins.wsgiapp_conf import edge_site  # the playbook's edge uses the same
 from launcher import procs
 from launcher.process import ROOT, binary, pid_alive, say, tail, tails, terminate
 from launcher.wait import wait_for
@@ -20,49 +21,6 @@ APP_SITE = ROOT / 'conf' / 'nginx' / 'wsgiapp-app.conf'
 # that no connection opened under load is closed again for want of room (each new one is a
 # TLS handshake on both ends: at 32 under 256 clients, 17 of every 100 requests made one).
 KEEPALIVE = 32
-# uwsgi_ directives of wsgiapp.conf that have a proxy_ twin of the same meaning: on an edge,
-# the site speaks HTTP to the app hosts' nginx (wsgiapp-link.conf), and the same cache, timeouts
-# and failover are said with proxy_. Any other uwsgi_ directive stops the launcher (edge_site).
-PROXY_TWINS = {'cache_path', 'cache', 'cache_key', 'hide_header', 'pass_header', 'ignore_headers',
-               'read_timeout', 'send_timeout', 'connect_timeout', 'next_upstream', 'next_upstream_tries',
-               'next_upstream_timeout', 'intercept_errors', 'cache_bypass', 'no_cache', 'cache_lock',
-               'cache_lock_timeout', 'cache_lock_age', 'cache_background_update', 'cache_valid',
-               'cache_use_stale', 'cache_methods', 'cache_min_uses', 'cache_revalidate', 'buffering',
-               'buffers', 'buffer_size', 'busy_buffers_size', 'request_buffering', 'ignore_client_abort',
-               'max_temp_file_size', 'temp_file_write_size', 'force_ranges', 'limit_rate', 'store'}
-
-
-def edge_site(site, link_conf):
-    """wsgiapp.conf as an edge's site: what passes to uwsgi passes over the link instead.
-    `include uwsgi_params` and the uwsgi_param lines go (the link sets the request id and
-    drops Proxy; the app host's site sets the rest), `uwsgi_pass wsgiapp` becomes the link's
-    include, and each other uwsgi_X directive its proxy_X twin. Two proxy_ defaults differ
-    from uwsgi_'s: a HEAD stays a HEAD to the app (no cache_convert_head; the method is in
-    the cache key), and the app's Date is kept (a cached copy's Date is its age)."""
-    lines = []
-    for line in site.splitlines(keepends=True):
-        match = re.match(r'(\s*)(uwsgi_(\w+)|include uwsgi_params;)', line)
-        if not match:
-            lines.append(line)
-            continue
-        indent, directive, name = match.groups()
-        if directive.startswith('include') or name == 'param':
-            continue
-        if line.strip() == 'uwsgi_pass wsgiapp;':
-            lines.append(f'{indent}include {link_conf};\n')
-        elif name == 'pass':
-            target = line.split()[1].rstrip(';')
-            lines.append(f'{indent}proxy_pass http://{target};\n')
-        elif name in PROXY_TWINS:
-            lines.append(line.replace('uwsgi_', 'proxy_', 1))
-            if line.strip() == 'uwsgi_cache wsgiapp;':
-                lines.append(f'{indent}proxy_cache_convert_head off;\n{indent}proxy_pass_header Date;\n')
-        else:
-            raise RuntimeError(f'conf/nginx/wsgiapp.conf: no proxy_ twin known for {line.strip()!r} '
-                               f'(launcher/nginx.py PROXY_TWINS)')
-    return ''.join(lines)
-
-
 def url_host(address):
     """An address as the host part of a URL: an IPv6 one in brackets."""
     return f'[{address}]' if ':' in address else address
