@@ -16,7 +16,7 @@ DEBIAN_PACKAGES := $(SERVER_PACKAGES) mariadb-server nginx chromium wrk iproute2
 
 .PHONY: all deps venv install run stop status check env sql lint test test-unit docs mutation faults bench clean \
         server server-stop \
-        cluster cluster-status cluster-deploy cluster-stop
+        cluster cluster-status cluster-deploy cluster-stop hosts hosts-stop
 all: run
 
 deps:
@@ -82,7 +82,7 @@ faults: venv
 bench: venv
 	$(BIN)/python -m bench.run
 
-clean: stop cluster-stop server-stop
+clean: stop cluster-stop server-stop hosts-stop
 	rm -rf $(VAR) $(VENV) *.egg-info
 
 STACK = $(BIN)/python -m launcher
@@ -132,3 +132,15 @@ server: venv
 
 server-stop:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m launcher.server down $(VAR)/server; fi
+
+# The cluster as booted Debian 12 hosts (systemd-nspawn, as root), provisioned over SSH by
+# the playbook a user runs against their own servers (docs/playbook.rst): an edge,
+# APP_NODES app hosts, a primary and DB_REPLICAS replicas. Run again: it changes nothing.
+HOSTS = $(BIN)/python -m launcher.fleet $(1) $(VAR)/hosts --apps $(APP_NODES) --replicas $(DB_REPLICAS)
+hosts: venv
+	@$(call HOSTS,up) >/dev/null
+	ANSIBLE_CONFIG=deploy/ansible.cfg $(BIN)/ansible-playbook -i $(VAR)/hosts/inventory.ini deploy/site.yml
+	@echo "==> https://$$(sed -n 's/^edge1 ansible_host=//p' $(VAR)/hosts/inventory.ini)/ (its CA: $(VAR)/hosts/secrets/web-ca/ca.pem)"
+
+hosts-stop:
+	@if [ -x $(BIN)/python ]; then $(call HOSTS,down); fi
