@@ -2,15 +2,14 @@
 reaches over real SSH, as Ansible will, with host keys known in advance. One small fleet
 (edge1, app1, db1) for the module; the last test takes it down and looks for what is left."""
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from launcher.fleet import Fleet, missing
-from launcher.machine import CACHE
+from launcher.fleet import Fleet
 from launcher.process import ROOT
+from tests.helpers.fleet import needs_a_fleet, on
 
 pytestmark = [pytest.mark.server]
 NAMES = ['edge1', 'app1', 'db1']
@@ -18,22 +17,13 @@ NAMES = ['edge1', 'app1', 'db1']
 
 @pytest.fixture(scope='module')
 def fleet(tmp_path_factory):
-    if missing():
-        pytest.skip(missing())
-    if not shutil.which('debootstrap') and not any(CACHE.glob('base-*')):
-        pytest.skip('debootstrap is missing and no image is cached (apt-get install debootstrap)')
+    needs_a_fleet()
     fleet = Fleet(tmp_path_factory.mktemp('fleet'), apps=1, replicas=0)
     try:
         yield fleet.up()
     finally:
         fleet.down()
 
-
-def on(fleet, name, command):
-    """The command's output on the host, over SSH; it must succeed."""
-    done = fleet.ssh(name, command)
-    assert done.returncode == 0, f'{name}: {command}: {done.stderr}'
-    return done.stdout.strip()
 
 
 def test_the_inventory_names_every_host_in_its_groups(fleet):

@@ -5,7 +5,6 @@ then each host checked as an operator checks it, and the site used through the e
 import json
 import os
 import re
-import shutil
 import ssl
 import subprocess
 import sys
@@ -14,9 +13,9 @@ import urllib.request
 
 import pytest
 
-from launcher.fleet import Fleet, missing
-from launcher.machine import CACHE
+from launcher.fleet import Fleet
 from launcher.process import ROOT
+from tests.helpers.fleet import needs_a_fleet, on
 
 pytestmark = [pytest.mark.server]
 ANSIBLE = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')  # the virtualenv's
@@ -36,10 +35,7 @@ def play(fleet):
 
 @pytest.fixture(scope='module')
 def fleet(tmp_path_factory):
-    if missing():
-        pytest.skip(missing())
-    if not shutil.which('debootstrap') and not any(CACHE.glob('base-*')):
-        pytest.skip('debootstrap is missing and no image is cached (apt-get install debootstrap)')
+    needs_a_fleet()
     fleet = Fleet(tmp_path_factory.mktemp('hosts'), apps=2, replicas=1)
     try:
         fleet.up()
@@ -48,11 +44,6 @@ def fleet(tmp_path_factory):
     finally:
         fleet.down()
 
-
-def on(fleet, name, command):
-    done = fleet.ssh(name, command)
-    assert done.returncode == 0, f'{name}: {command}: {done.stderr}'
-    return done.stdout.strip()
 
 
 def secret(fleet, name):
