@@ -53,6 +53,10 @@ class Network:
     def address(self, host):
         return str(self.subnet.network_address + octet(host))
 
+    def mac(self, host):
+        """The host's MAC address: locally administered (02:), from its IPv4 address."""
+        return '02:00:' + ':'.join(f'{int(part):02x}' for part in self.address(host).split('.'))
+
     def netns(self, host):
         return f'wsgiapp-{self.ident}-{host}' if self.namespaces else None
 
@@ -104,7 +108,10 @@ class Network:
             say(f'creating the host {host}: namespace {netns}, address {self.address(host)}')
             ip('netns', 'add', netns)
         if ip('link', 'show', veth, check=False).returncode != 0:
-            ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns)
+            # eth0 keeps one MAC address for the host's life, as a real NIC does: a host made
+            # again (a rebooted fleet host) is reached at once, not after the machine's
+            # neighbour entry for its old MAC (reachable for 15-45 s) runs out.
+            ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', 'eth0', 'address', self.mac(host), 'netns', netns)
             ip('link', 'set', veth, 'master', self.bridge)
             ip('-n', netns, 'addr', 'add', f'{self.address(host)}/{self.subnet.prefixlen}', 'dev', 'eth0')
         ip('link', 'set', veth, 'up')
