@@ -16,7 +16,7 @@ DEBIAN_PACKAGES := $(SERVER_PACKAGES) mariadb-server nginx chromium wrk iproute2
 
 .PHONY: all deps venv install run stop status check env sql lint test test-unit docs mutation faults bench clean \
         server server-stop \
-        cluster cluster-status cluster-deploy cluster-stop hosts hosts-stop
+        cluster cluster-status cluster-deploy cluster-stop hosts hosts-deploy hosts-stop
 all: run
 
 deps:
@@ -141,6 +141,10 @@ hosts: venv
 	@$(call HOSTS,up) >/dev/null
 	ANSIBLE_CONFIG=deploy/ansible.cfg $(BIN)/ansible-playbook -i $(VAR)/hosts/inventory.ini deploy/site.yml
 	@echo "==> https://$$(sed -n 's/^edge1 ansible_host=//p' $(VAR)/hosts/inventory.ini)/ (its CA: $(VAR)/hosts/secrets/web-ca/ca.pem)"
+
+# This checkout's code onto the app hosts one at a time (deploy/rolling.yml), with no failed request.
+hosts-deploy: venv
+	ANSIBLE_CONFIG=deploy/ansible.cfg $(BIN)/ansible-playbook -i $(VAR)/hosts/inventory.ini deploy/rolling.yml
 
 hosts-stop:
 	@if [ -x $(BIN)/python ]; then $(call HOSTS,down); fi

@@ -5,25 +5,31 @@ then each host checked as an operator checks it, and the site used through the e
 import json
 import os
 import re
+import shutil
 import ssl
 import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 
 import pytest
 
 from launcher.fleet import Fleet
 from launcher.process import ROOT
 from tests.helpers.fleet import needs_a_fleet, on
+from tests.helpers.load import Load
+from wsgiapp.version import code_version
 
 pytestmark = [pytest.mark.server]
 ANSIBLE = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')  # the virtualenv's
 
 
-def play(fleet):
-    """ansible-playbook -i INVENTORY deploy/site.yml: its recap, {host: {ok, changed, failed, ...}}."""
-    done = subprocess.run([ANSIBLE, '-i', str(fleet.inventory), str(ROOT / 'deploy' / 'site.yml')],
+def play(fleet, playbook='site.yml', source=None):
+    """ansible-playbook -i INVENTORY deploy/PLAYBOOK (with the code of `source` instead of this
+    checkout): its output and its recap, {host: {ok, changed, failed, ...}}."""
+    extra = ['-e', f'wsgiapp_source={source}'] if source else []
+    done = subprocess.run([ANSIBLE, '-i', str(fleet.inventory), str(ROOT / 'deploy' / playbook), *extra],
                           capture_output=True, text=True, timeout=900,
                           env={**os.environ, 'ANSIBLE_CONFIG': str(ROOT / 'deploy' / 'ansible.cfg'),
                                'ANSIBLE_NOCOLOR': '1'})
@@ -166,3 +172,55 @@ def test_the_site_answers_through_the_edge_and_a_write_reaches_the_replica(fleet
     status, _, _ = https(fleet, '/api/admins', 'POST', b'{"name": "x", "email": "x@example.com"}',
                          [('Content-Type', 'application/json')])
     assert status == 401
+
+
+class Edge:
+    """The fleet's edge as tests/helpers/load.py's Load reaches a stack: its URL and its CA."""
+
+    def __init__(self, fleet):
+        self.url = f'https://{fleet.address("edge1")}/'
+        self.ca = str(fleet.base / 'secrets' / 'web-ca' / 'ca.pem')
+
+    def ssl_context(self):
+        return ssl.create_default_context(cafile=self.ca)
+
+
+def test_the_rolling_play_deploys_every_app_host_under_load_with_no_failed_request(fleet, tmp_path):
+    # Another version of the code: this checkout with one line more.
+    source = tmp_path / 'checkout'
+    for part in ('wsgiapp', 'conf'):
+        shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns('__pycache__'))
+    for part in ('setup.cfg', 'pyproject.toml', 'README.rst'):
+        shutil.copy(ROOT / part, source / part)
+    (source / 'wsgiapp' / 'pages.py').write_text((source / 'wsgiapp' / 'pages.py').read_text() + '# next\n')
+    old, new = code_version(ROOT / 'wsgiapp'), code_version(source / 'wsgiapp')
+    assert old != new
+    headers = {'Authorization': f'Bearer {secret(fleet, "api-token")}', 'Content-Type': 'application/json'}
+    reads = ['/api/admins', '/api/admins?limit=2', '/admins', '/']
+
+    def request(n):  # thread 0 writes (no retry: a write that fails is a failed request), the others read
+        if n.startswith('0-'):
+            admin = {'name': f'roll-{n}', 'email': f'{n}@example.com'}
+            return 'POST', '/api/admins', json.dumps(admin).encode(), headers
+        return 'GET', reads[hash(n) % len(reads)], None, headers
+    with Load(Edge(fleet), request, threads=4, seconds=300) as load:
+        time.sleep(1)
+        output, recap = play(fleet, 'rolling.yml', source)
+        time.sleep(1)
+    statuses = Counter(load.statuses())
+    assert set(statuses) <= {200, 201} and statuses[200] > 100 and statuses[201] > 20, statuses
+    written = on(fleet, 'db1', "mariadb -N wsgiapp -e \"SELECT COUNT(*) FROM vc_admin WHERE name LIKE 'roll-%'\"")
+    assert int(written) == statuses[201]
+    # One host at a time: the second host left the upstream after the first came back.
+    tasks = re.findall(r'TASK \[(Out of the edge|Back into the edge)[^\]]*\].*?\n(?:changed|ok): \[(\w+)',
+                       output, re.S)
+    assert tasks == [('Out of the edge', 'app1'), ('Back into the edge', 'app1'),
+                     ('Out of the edge', 'app2'), ('Back into the edge', 'app2')], tasks
+    assert all(host['failed'] == 0 for host in recap.values()), recap
+    for name in ('app1', 'app2'):
+        assert on(fleet, name, 'readlink /srv/wsgiapp') == f'/srv/wsgiapp-releases/{new}', name
+    versions = {https(fleet, '/healthz')[1].get('X-App-Version') for _ in range(12)}
+    assert versions == {new}, versions
+    # The roll leaves every host as the playbook makes it for that release.
+    output, again = play(fleet, 'site.yml', source)
+    assert all(host['changed'] == 0 for host in again.values()), output[-6000:]
