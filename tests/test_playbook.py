@@ -3,12 +3,9 @@ against their own servers: a fleet (launcher/fleet.py) of an edge, two app hosts
 and a replica, provisioned from nothing; then provisioned again, which must change nothing;
 then each host checked as an operator checks it, and the site used through the edge."""
 import json
-import os
 import re
 import shutil
 import ssl
-import subprocess
-import sys
 import time
 import urllib.request
 from collections import Counter
@@ -17,28 +14,11 @@ import pytest
 
 from launcher.fleet import Fleet
 from launcher.process import ROOT
-from tests.helpers.fleet import needs_a_fleet, on
+from tests.helpers.fleet import Edge, needs_a_fleet, on, play, secret
 from tests.helpers.load import Load
 from wsgiapp.version import code_version
 
 pytestmark = [pytest.mark.server]
-ANSIBLE = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')  # the virtualenv's
-
-
-def play(fleet, playbook='site.yml', source=None):
-    """ansible-playbook -i INVENTORY deploy/PLAYBOOK (with the code of `source` instead of this
-    checkout): its output and its recap, {host: {ok, changed, failed, ...}}."""
-    extra = ['-e', f'wsgiapp_source={source}'] if source else []
-    done = subprocess.run([ANSIBLE, '-i', str(fleet.inventory), str(ROOT / 'deploy' / playbook), *extra],
-                          capture_output=True, text=True, timeout=900,
-                          env={**os.environ, 'ANSIBLE_CONFIG': str(ROOT / 'deploy' / 'ansible.cfg'),
-                               'ANSIBLE_NOCOLOR': '1'})
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
-    recap = done.stdout.split('PLAY RECAP')[1]
-    return done.stdout, {line.split()[0]: {key: int(value) for key, value in re.findall(r'(\w+)=(\d+)', line)}
-                         for line in recap.splitlines()[1:] if ':' in line}
-
-
 @pytest.fixture(scope='module')
 def fleet(tmp_path_factory):
     needs_a_fleet()
@@ -50,10 +30,6 @@ def fleet(tmp_path_factory):
     finally:
         fleet.down()
 
-
-
-def secret(fleet, name):
-    return (fleet.base / 'secrets' / name).read_text().strip()
 
 
 def https(fleet, path, method='GET', body=None, headers=()):
@@ -172,17 +148,6 @@ def test_the_site_answers_through_the_edge_and_a_write_reaches_the_replica(fleet
     status, _, _ = https(fleet, '/api/admins', 'POST', b'{"name": "x", "email": "x@example.com"}',
                          [('Content-Type', 'application/json')])
     assert status == 401
-
-
-class Edge:
-    """The fleet's edge as tests/helpers/load.py's Load reaches a stack: its URL and its CA."""
-
-    def __init__(self, fleet):
-        self.url = f'https://{fleet.address("edge1")}/'
-        self.ca = str(fleet.base / 'secrets' / 'web-ca' / 'ca.pem')
-
-    def ssl_context(self):
-        return ssl.create_default_context(cafile=self.ca)
 
 
 def test_the_rolling_play_deploys_every_app_host_under_load_with_no_failed_request(fleet, tmp_path):

@@ -1,10 +1,17 @@
-"""What the tests of booted hosts over SSH (test_fleet, test_playbook) share."""
+"""What the tests of booted hosts over SSH (test_fleet, test_playbook, the host crashes of
+the fault suite) share."""
+import os
+import re
 import shutil
+import ssl
+import subprocess
+import sys
 
 import pytest
 
 from launcher.fleet import missing
 from launcher.machine import CACHE
+from launcher.process import ROOT
 
 
 def needs_a_fleet():
@@ -21,3 +28,35 @@ def on(fleet, name, command):
     done = fleet.ssh(name, command)
     assert done.returncode == 0, f'{name}: {command}: {done.stderr}'
     return done.stdout.strip()
+
+
+ANSIBLE = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')  # the virtualenv's
+
+
+def play(fleet, playbook='site.yml', source=None):
+    """ansible-playbook -i INVENTORY deploy/PLAYBOOK (with the code of `source` instead of this
+    checkout): its output and its recap, {host: {ok, changed, failed, ...}}."""
+    extra = ['-e', f'wsgiapp_source={source}'] if source else []
+    done = subprocess.run([ANSIBLE, '-i', str(fleet.inventory), str(ROOT / 'deploy' / playbook), *extra],
+                          capture_output=True, text=True, timeout=900,
+                          env={**os.environ, 'ANSIBLE_CONFIG': str(ROOT / 'deploy' / 'ansible.cfg'),
+                               'ANSIBLE_NOCOLOR': '1'})
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    recap = done.stdout.split('PLAY RECAP')[1]
+    return done.stdout, {line.split()[0]: {key: int(value) for key, value in re.findall(r'(\w+)=(\d+)', line)}
+                         for line in recap.splitlines()[1:] if ':' in line}
+
+
+def secret(fleet, name):
+    return (fleet.base / 'secrets' / name).read_text().strip()
+
+
+class Edge:
+    """The fleet's edge as tests/helpers/load.py's Load reaches a stack: its URL and its CA."""
+
+    def __init__(self, fleet):
+        self.url = f'https://{fleet.address("edge1")}/'
+        self.ca = str(fleet.base / 'secrets' / 'web-ca' / 'ca.pem')
+
+    def ssl_context(self):
+        return ssl.create_default_context(cafile=self.ca)
