@@ -1,4 +1,4 @@
-"""python -m launcher.fleet up|down|status BASE [--apps N] [--replicas R]: a fleet of booted
+"""python -m launcher.fleet up|down|status BASE [--apps N] [--replicas R] [--one-host]: a fleet of booted
 Debian 12 servers on this machine, for Ansible (deploy/) to provision over SSH as it would
 real ones. As root, with systemd-nspawn.
 
@@ -51,11 +51,13 @@ def missing():
 
 
 class Fleet:
-    def __init__(self, base, apps=3, replicas=1):
+    def __init__(self, base, apps=3, replicas=1, one_host=False):
         if not 1 <= apps <= 89 or not 0 <= replicas <= 99:  # launcher/network.py's addresses
             raise ValueError(f'a fleet has 1 to 89 app hosts and 0 to 99 replicas, not {apps} and {replicas}')
         self.base = Path(base).resolve()
-        self.apps, self.replicas = apps, replicas
+        # one_host: a single host, `server`, in the edge, app and db_primary groups: the
+        # playbook's single server (docs/playbook.rst).
+        self.apps, self.replicas, self.one_host = apps, replicas, one_host
         # Distinct from launcher/cluster.py's ident for the same directory: another bridge.
         self.ident = hashlib.sha256(f'fleet:{self.base}'.encode()).hexdigest()[:4]
         self.ssh_dir = self.base / 'ssh'
@@ -74,12 +76,14 @@ class Fleet:
     # --- names ----------------------------------------------------------------------------
     def groups(self):
         """The inventory's host groups, each a list of host names."""
+        if self.one_host:
+            return {'edge': ['server'], 'app': ['server'], 'db_primary': ['server'], 'db_replica': []}
         return {'edge': ['edge1'], 'app': [f'app{n}' for n in range(1, self.apps + 1)],
                 'db_primary': ['db1'], 'db_replica': [f'db{n}' for n in range(2, self.replicas + 2)]}
 
     def names(self):
         """The hosts of this fleet's size, in boot order."""
-        return [name for group in self.groups().values() for name in group]
+        return list(dict.fromkeys(name for group in self.groups().values() for name in group))
 
     def present(self):
         """The hosts with a directory in BASE/hosts (running, crashed, or of another size), in
@@ -316,9 +320,11 @@ def main(argv=None):
     parser.add_argument('base', type=Path, help='the fleet\'s directory (its keys, inventory, hosts\' disks)')
     parser.add_argument('--apps', type=int, default=3)
     parser.add_argument('--replicas', type=int, default=1)
+    parser.add_argument('--one-host', action='store_true',
+                        help='one host, `server`, in every group: the single server, by the playbook')
     args = parser.parse_args(argv)
     try:
-        fleet = Fleet(args.base, args.apps, args.replicas)
+        fleet = Fleet(args.base, args.apps, args.replicas, one_host=args.one_host)
     except ValueError as error:
         parser.error(str(error))
     if args.action == 'up':

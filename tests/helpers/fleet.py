@@ -33,10 +33,11 @@ def on(fleet, name, command):
 ANSIBLE = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')  # the virtualenv's
 
 
-def play(fleet, playbook='site.yml', source=None):
+def play(fleet, playbook='site.yml', source=None, extra_vars=None):
     """ansible-playbook -i INVENTORY deploy/PLAYBOOK (with the code of `source` instead of this
-    checkout): its output and its recap, {host: {ok, changed, failed, ...}}."""
-    extra = ['-e', f'wsgiapp_source={source}'] if source else []
+    checkout, and `extra_vars`): its output and its recap, {host: {ok, changed, failed, ...}}."""
+    extra_vars = {**(extra_vars or {}), **({'wsgiapp_source': str(source)} if source else {})}
+    extra = [option for name, value in extra_vars.items() for option in ('-e', f'{name}={value}')]
     done = subprocess.run([ANSIBLE, '-i', str(fleet.inventory), str(ROOT / 'deploy' / playbook), *extra],
                           capture_output=True, text=True, timeout=900,
                           env={**os.environ, 'ANSIBLE_CONFIG': str(ROOT / 'deploy' / 'ansible.cfg'),
@@ -60,3 +61,31 @@ class Edge:
 
     def ssl_context(self):
         return ssl.create_default_context(cafile=self.ca)
+
+
+SINGLE_SERVER = pytest.StashKey()
+
+
+def playbook_server(request, domain):
+    """{'machine', 'pebble_root'} as tests/test_deploy.py's deployed_server gives them, for
+    the single server the playbook makes: a fleet of one host in every group, provisioned by
+    deploy/site.yml for `domain`, its certificate from the control machine's web CA (in
+    'pebble_root', the CA a client trusts). One for the whole session, removed at its end."""
+    needs_a_fleet()
+    config = request.config
+    if SINGLE_SERVER not in config.stash:
+        from launcher.fleet import Fleet
+        fleet = Fleet(request.getfixturevalue('tmp_path_factory').mktemp('one-host'), one_host=True)
+        server = config.stash[SINGLE_SERVER] = {}
+        config.add_cleanup(fleet.down)
+        try:
+            fleet.up()
+            play(fleet, extra_vars={'wsgiapp_domain': domain})
+            server.update(machine=fleet.machine('server'), fleet=fleet,
+                          pebble_root=fleet.base / 'secrets' / 'web-ca' / 'ca.pem')
+        except Exception as error:
+            server['error'] = error
+    server = config.stash[SINGLE_SERVER]
+    if 'error' in server:
+        pytest.fail(f'the playbook\'s single server is not up: {server["error"]}')
+    return server
