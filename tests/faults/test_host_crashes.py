@@ -3,8 +3,8 @@ provisioned by the playbook (deploy/site.yml), each host's init SIGKILLed so tha
 process of it is gone at once, its disk kept; then booted again and the playbook run over
 it. Each under a steady, bounded load sent from this machine to the edge only:
 
-  k. an app host crashes (under reads and retrying writes);
-  l. the database replica crashes (under reads).
+  m. an app host crashes (under reads and retrying writes);
+  n. the database replica crashes (under reads).
 
 The bounds are scenario a's and f's: every read answered 200, every acknowledged write in
 the database exactly once, reads back on the replica after it returns; and the host back in
@@ -105,7 +105,7 @@ def provisioned_again(fleet, name):
     assert recap[name]['changed'] == 0, output[-6000:]
 
 
-def test_k_an_app_host_crashes(fleet):
+def test_m_an_app_host_crashes(fleet):
     prefix = f'crash-{uuid.uuid4().hex[:6]}'
     writers = [Writer(fleet, f'{prefix}-w{n}', seconds=40) for n in range(2)]
     with Load(fleet.edge, reads(fleet), threads=4, seconds=60) as load:
@@ -125,7 +125,7 @@ def test_k_an_app_host_crashes(fleet):
     statuses = load.statuses()
     rows = rows_named(fleet, prefix)
     acked = {name: str(id_) for writer in writers for name, id_ in writer.acked.items()}
-    report(f'k. app1 crashed (every process at once), booted {back - down:.1f} s later; 4 readers, 2 writers',
+    report(f'm. app1 crashed (every process at once), booted {back - down:.1f} s later; 4 readers, 2 writers',
            statuses + [s for w in writers for s in w.statuses], acked=len(acked), found=len(rows),
            duplicates=len(rows) - len(set(name for name, _ in rows)), retried=sum(w.retries for w in writers))
     assert statuses and set(statuses) == {200}, 'every read answered'
@@ -140,7 +140,7 @@ def test_k_an_app_host_crashes(fleet):
     assert int(on(fleet, 'app1', served)) > before
 
 
-def test_l_the_replica_crashes(fleet):
+def test_n_the_replica_crashes(fleet):
     with Load(fleet.edge, reads(fleet), threads=4, seconds=60) as load:
         time.sleep(2)
         fleet.crash('db2')
@@ -157,7 +157,7 @@ def test_l_the_replica_crashes(fleet):
     statuses = load.statuses()
     during = read_sources(fleet, [a for a in load.answers if down <= a[0] < restarted])
     after = read_sources(fleet, [a for a in load.answers if a[0] >= restarted])
-    report(f'l. replica crashed (every process at once), booted {restarted - down:.0f} s later; 4 readers', statuses,
+    report(f'n. replica crashed (every process at once), booted {restarted - down:.0f} s later; 4 readers', statuses,
            during=dict(sorted((source, list(during.values()).count(source)) for source in set(during.values()))),
            after=dict(sorted((source, list(after.values()).count(source)) for source in set(after.values()))),
            back_on_replica_after_s=None if back is None else round(back - restarted, 1))
