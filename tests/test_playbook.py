@@ -12,24 +12,18 @@ from collections import Counter
 
 import pytest
 
-from launcher.fleet import Fleet
 from launcher.process import ROOT
-from tests.helpers.fleet import Edge, needs_a_fleet, on, play, secret
+from tests.helpers.fleet import Edge, on, play, provisioned_fleet, secret
 from tests.helpers.load import Load
 from wsgiapp.version import code_version
 
 pytestmark = [pytest.mark.server]
+
+
 @pytest.fixture(scope='module')
 def fleet(tmp_path_factory):
-    needs_a_fleet()
-    fleet = Fleet(tmp_path_factory.mktemp('hosts'), apps=2, replicas=1)
-    try:
-        fleet.up()
-        fleet.first_run = play(fleet)
+    with provisioned_fleet(tmp_path_factory) as fleet:
         yield fleet
-    finally:
-        fleet.down()
-
 
 
 def https(fleet, path, method='GET', body=None, headers=()):

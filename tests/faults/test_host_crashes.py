@@ -16,9 +16,8 @@ import uuid
 
 import pytest
 
-from launcher.fleet import Fleet
 from launcher.wait import wait_for
-from tests.helpers.fleet import Edge, needs_a_fleet, on, play, secret
+from tests.helpers.fleet import Edge, on, play, provisioned_fleet, secret
 from tests.helpers.load import Load, first_within, report
 from tests.helpers.web import call
 
@@ -28,16 +27,10 @@ READS = ['/api/admins', '/api/admins?limit=2', '/admins', '/']
 
 @pytest.fixture(scope='module')
 def fleet(tmp_path_factory):
-    needs_a_fleet()
-    fleet = Fleet(tmp_path_factory.mktemp('hosts'), apps=2, replicas=1)
-    try:
-        fleet.up()
-        play(fleet)
+    with provisioned_fleet(tmp_path_factory) as fleet:
         fleet.edge = Edge(fleet)
         fleet.headers = {'Authorization': f'Bearer {secret(fleet, "api-token")}'}  # past the edge's cache
         yield fleet
-    finally:
-        fleet.down()
 
 
 def reads(fleet):

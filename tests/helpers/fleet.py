@@ -6,10 +6,11 @@ import shutil
 import ssl
 import subprocess
 import sys
+from contextlib import contextmanager
 
 import pytest
 
-from launcher.fleet import missing
+from launcher.fleet import Fleet, missing
 from launcher.machine import CACHE
 from launcher.process import ROOT
 
@@ -48,6 +49,20 @@ def play(fleet, playbook='site.yml', source=None, extra_vars=None):
                          for line in recap.splitlines()[1:] if ':' in line}
 
 
+@contextmanager
+def provisioned_fleet(tmp_path_factory, apps=2, replicas=1):
+    """A fleet (an edge, `apps` app hosts, a primary, `replicas` replicas) booted and provisioned
+    by deploy/site.yml, whose first run's (output, recap) is `first_run`; removed afterwards."""
+    needs_a_fleet()
+    fleet = Fleet(tmp_path_factory.mktemp('hosts'), apps=apps, replicas=replicas)
+    try:
+        fleet.up()
+        fleet.first_run = play(fleet)
+        yield fleet
+    finally:
+        fleet.down()
+
+
 def secret(fleet, name):
     return (fleet.base / 'secrets' / name).read_text().strip()
 
@@ -74,7 +89,6 @@ def playbook_server(request, domain):
     needs_a_fleet()
     config = request.config
     if SINGLE_SERVER not in config.stash:
-        from launcher.fleet import Fleet
         fleet = Fleet(request.getfixturevalue('tmp_path_factory').mktemp('one-host'), one_host=True)
         server = config.stash[SINGLE_SERVER] = {}
         config.add_cleanup(fleet.down)
