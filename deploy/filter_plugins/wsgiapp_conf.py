@@ -2,6 +2,7 @@
 is configured from the one source the single server uses: each change is a literal
 replacement that must find its text (a conf/ file that moved on is an error, not a silent
 no-op). launcher/nginx.py renders the same files with the same functions."""
+import ast
 import importlib.util
 import re
 from pathlib import Path
@@ -82,8 +83,22 @@ def code_version(source):
     return module.VERSION
 
 
+def sample_sql(source):
+    """wsgiapp/schema.py's SAMPLE_ADMINS as one INSERT IGNORE (what `initdb --sample` adds),
+    read from the checkout's source without importing it (the control machine needs no
+    MySQLdb for this)."""
+    tree = ast.parse((Path(source) / 'wsgiapp' / 'schema.py').read_text(encoding='utf-8'))
+    rows = next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                and any(getattr(target, 'id', None) == 'SAMPLE_ADMINS' for target in node.targets))
+
+    def literal(text):
+        return "'" + text.replace('\\', '\\\\').replace("'", "''") + "'"
+    values = ', '.join(f'({literal(name)}, {literal(email)})' for name, email in rows)
+    return f'INSERT IGNORE INTO vc_admin (name, email) VALUES {values};\n'
+
+
 class FilterModule:
     def filters(self):
         return {'wsgiapp_replace_each': replace_each, 'wsgiapp_edge_site': edge_site,
                 'wsgiapp_code_version': code_version, 'wsgiapp_address': address,
-                'wsgiapp_db_account': db_account}
+                'wsgiapp_db_account': db_account, 'wsgiapp_sample_sql': sample_sql}
