@@ -16,7 +16,7 @@ DEBIAN_PACKAGES := $(SERVER_PACKAGES) mariadb-server nginx chromium wrk iproute2
 
 .PHONY: all deps venv install run stop status check env sql lint test test-unit docs mutation faults bench clean \
         server server-stop \
-        cluster cluster-status cluster-deploy cluster-stop hosts hosts-deploy hosts-stop
+        cluster cluster-status cluster-deploy cluster-stop
 all: run
 
 deps:
@@ -82,7 +82,7 @@ faults: venv
 bench: venv
 	$(BIN)/python -m bench.run
 
-clean: stop cluster-stop server-stop hosts-stop
+clean: stop cluster-stop server-stop
 	rm -rf $(VAR) $(VENV) *.egg-info
 
 STACK = $(BIN)/python -m launcher
@@ -106,9 +106,11 @@ env:
 sql:
 	@$(STACK) sql $(VAR)
 
-# More than one host (docs/cluster.rst): an edge nginx, APP_NODES app hosts,
-# a database primary and DB_REPLICAS replicas, each a network namespace on a private bridge (as root) or a
-# loopback address (otherwise). State in $(VAR)/cluster; what runs where: topology.json.
+# More than one host (docs/cluster.rst): an edge, APP_NODES app hosts, a database primary and
+# DB_REPLICAS replicas, each a booted Debian 12 server (systemd-nspawn, as root) on a private
+# bridge, provisioned over SSH by the playbook a user runs against their own servers
+# (deploy/site.yml, docs/playbook.rst). Run again: it changes nothing. State in $(VAR)/cluster:
+# the inventory, the control machine's secrets/, and topology.json (what runs where).
 APP_NODES ?= 3
 DB_REPLICAS ?= 1
 CLUSTER = $(STACK) $(addprefix cluster-,$(1)) $(VAR)/cluster --apps $(APP_NODES) --replicas $(DB_REPLICAS)
@@ -118,7 +120,7 @@ cluster: venv
 cluster-status:
 	@$(call CLUSTER,status)
 
-# The current checkout's code onto every app host, one at a time, with no failed request.
+# This checkout's code onto the app hosts one at a time (deploy/rolling.yml), with no failed request.
 cluster-deploy: venv
 	@$(call CLUSTER,deploy)
 
@@ -133,18 +135,3 @@ server: venv
 server-stop:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m launcher.server down $(VAR)/server; fi
 
-# The cluster as booted Debian 12 hosts (systemd-nspawn, as root), provisioned over SSH by
-# the playbook a user runs against their own servers (docs/playbook.rst): an edge,
-# APP_NODES app hosts, a primary and DB_REPLICAS replicas. Run again: it changes nothing.
-HOSTS = $(BIN)/python -m launcher.fleet $(1) $(VAR)/hosts --apps $(APP_NODES) --replicas $(DB_REPLICAS)
-hosts: venv
-	@$(call HOSTS,up) >/dev/null
-	ANSIBLE_CONFIG=deploy/ansible.cfg $(BIN)/ansible-playbook -i $(VAR)/hosts/inventory.ini deploy/site.yml
-	@echo "==> https://$$(sed -n 's/^edge1 ansible_host=//p' $(VAR)/hosts/inventory.ini)/ (its CA: $(VAR)/hosts/secrets/web-ca/ca.pem)"
-
-# This checkout's code onto the app hosts one at a time (deploy/rolling.yml), with no failed request.
-hosts-deploy: venv
-	ANSIBLE_CONFIG=deploy/ansible.cfg $(BIN)/ansible-playbook -i $(VAR)/hosts/inventory.ini deploy/rolling.yml
-
-hosts-stop:
-	@if [ -x $(BIN)/python ]; then $(call HOSTS,down); fi

@@ -34,7 +34,6 @@ from pathlib import Path
 
 from bench import scaleout
 from launcher import procs
-from launcher.cluster import SERVER_OPTIONS, app_link_files
 from launcher.mariadb import MariaDB
 from launcher.nginx import AppNginx, Nginx
 from launcher.process import ROOT, free_port, say
@@ -73,6 +72,10 @@ PAST_THE_CACHE = ('X-Consistency-Token: bench',)
 # counted); `tcp`, the plain uwsgi protocol on a TCP port, only as the reference for what a
 # network link costs: it is unauthenticated, and never a way to ship the app.
 LINKS = ('unix', 'mtls', 'tcp')
+# As the edge role lists an app host, and the name on each app host's link certificate
+# (deploy/roles/edge, deploy/roles/app; the edge's proxy_ssl_name).
+SERVER_OPTIONS = 'max_fails=3 fail_timeout=5s'
+APP_NAME = 'app.wsgiapp.internal'
 LINK_ROUTES = ('/', '/api/admins')
 UNIX_SOCKET = 'socket = %(run_dir)/uwsgi.sock\n'
 # Reads on a replica: the same app and settings, reading on the primary alone (`primary`:
@@ -172,10 +175,15 @@ class Bench:
             self.sql('SET GLOBAL innodb_max_dirty_pages_pct = DEFAULT', server=server)
 
     def link_files(self, directory):
-        """The mutual-TLS link's files, as the cluster makes them: the app host's in `directory`
-        (cluster.app_link_files), and the edge's client certificate, key and the link's CA, for
-        Nginx's `link`."""
-        app_link_files(self.link_ca, 'app', '127.0.0.1', directory)
+        """The mutual-TLS link's files, as the playbook makes them (deploy/roles/pki): the app
+        host's certificate for APP_NAME and its address, its key and the CA that signs the
+        edge's, in `directory` under the names launcher/nginx.py's AppNginx reads (mode 0600);
+        and the edge's client certificate, key and the link's CA, for Nginx's `link`."""
+        cert, key = self.link_ca.issue('app', dns=[APP_NAME], ips=['127.0.0.1'])
+        directory.mkdir(parents=True, exist_ok=True)
+        for source, target in ((cert, 'app.pem'), (key, 'app.key'), (self.link_ca.cert, 'ca.pem')):
+            shutil.copy(source, directory / target)
+            (directory / target).chmod(0o600)
         return (*self.link_ca.issue('edge-client', client=True), self.link_ca.cert)
 
     @contextmanager
@@ -194,7 +202,7 @@ class Bench:
         upstream, edge = None, None  # None: uwsgi's unix socket
         if link in ('mtls', 'tcp'):
             address = f'127.0.0.1:{free_port()}'
-            upstream = [f'{address} {SERVER_OPTIONS}']  # as the cluster's edge lists an app host
+            upstream = [f'{address} {SERVER_OPTIONS}']  # as the edge role lists an app host
         if link == 'mtls':  # the cluster's: an app host's nginx in front of uwsgi's unix socket
             edge = self.link_files(directory / 'link')
         elif link == 'tcp':  # the reference only: the ini has no switch for it, on purpose

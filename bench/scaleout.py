@@ -6,9 +6,10 @@ through the cluster's edge with 1, 2 and 3 app hosts, in one run.
     N app hosts launcher.cluster.Cluster(apps=N, replicas=0), what `make cluster` starts: the
                edge nginx (the clients' HTTPS, the cache) passing over kept-alive mutual TLS
                to N app hosts, each an nginx terminating that link and uwsgi on a unix
-               socket, and a primary reached over TCP with TLS; each host a network namespace
-               as root (loopback addresses otherwise). One cluster, grown: Cluster.up() with
-               more apps starts the new hosts and reloads the edge with them.
+               socket, and a primary reached over TCP with TLS; each host a booted Debian
+               server provisioned by deploy/site.yml (as root). One cluster, grown:
+               Cluster.up() with more apps boots the new hosts and the playbook adds them
+               to the edge.
 
 replicas=0: with a replica, DATABASE_REPLICA_URL sends every read there and each uwsgi worker
 runs its replica monitor; without one, the reads land on the primary as on the single server,
@@ -41,6 +42,7 @@ from urllib.parse import urlsplit
 
 from launcher import procs
 from launcher.cluster import Cluster
+from launcher.fleet import missing
 from launcher.process import free_port, say
 from launcher.single import Stack
 
@@ -69,7 +71,7 @@ def cluster_setup(cluster):
     return Setup(f'{len(apps)} app host{"s" if len(apps) > 1 else ""}', len(apps), cluster.url, lambda: {
         'front nginx': [cluster.edge.pid()], 'app nginx': [app.nginx.pid() for app in apps],
         'uwsgi': [app.uwsgi.pid() for app in apps], 'mariadbd': [cluster.db.pid()]},
-        [app.nginx.access_log for app in apps])
+        [app.access_log for app in apps])
 
 
 def cpu(processes):
@@ -167,6 +169,9 @@ def phase(args, bench):
     total_cpu_us, rps_x_single, cpu_x_single, handshakes_per_100, ...}], single first. In
     --smoke mode one round of 2 s runs, with 1 and 3 app hosts only."""
     from bench.run import SMALL
+    if missing():
+        say(f'scale-out phase left out: {missing()}')
+        return []
     rounds, seconds = (1, 2) if args.smoke else (bench.rounds, bench.seconds)
     sizes = (1, 3) if args.smoke else (1, 2, 3)
     base = bench.base / 'scaleout'

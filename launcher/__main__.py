@@ -15,8 +15,6 @@ def main(argv=None):
     parser.add_argument('--tls-port', type=int, default=8443, help='HTTPS')
     parser.add_argument('--apps', type=int, default=3, help='cluster: how many app hosts')
     parser.add_argument('--replicas', type=int, default=1, help='cluster: how many database replicas')
-    parser.add_argument('--loopback', action='store_true',
-                        help='cluster: hosts on loopback addresses, not network namespaces (the default without root)')
     parser.add_argument('--source', type=Path, help='cluster-deploy: the checkout to deploy (default: this one)')
     args = parser.parse_args(argv)
     if args.action.startswith('cluster-'):
@@ -55,27 +53,37 @@ def main(argv=None):
 
 
 def cluster(args):
-    """The cluster's actions (cluster.py); VAR is its directory, var/cluster for make."""
+    """The cluster's actions (launcher/cluster.py); VAR is its directory, var/cluster for make."""
     from launcher.cluster import Cluster
-    from wsgiapp.pool import Unavailable
-    hosts = Cluster(args.var, apps=args.apps, namespaces=False if args.loopback else None, replicas=args.replicas)
+    from launcher.fleet import missing
+    if missing() and args.action in ('cluster-up', 'cluster-deploy'):
+        # One line: the single server (make run) needs none of this.
+        print(f'make {args.action.replace("-up", "")}: {missing()}, to boot its hosts as containers; '
+              'make run serves on this machine without root', file=sys.stderr)
+        return 1
+    hosts = Cluster(args.var, apps=args.apps, replicas=args.replicas)
     try:
         if args.action == 'cluster-up':
-            hosts.up()
+            hosts.up(capture=False)
             print(f'\nready: {hosts.url}/  (certificate authority: {hosts.ca})\n'
                   f'  curl --cacert {hosts.ca} {hosts.url}/admins\n'
-                  f'  what runs where: {hosts.topology_file}; status: make cluster-status; '
-                  f'stop: make cluster-stop', flush=True)
+                  f'  inventory: {hosts.fleet.inventory}; what runs where: {hosts.topology_file}\n'
+                  f'  status: make cluster-status; deploy: make cluster-deploy; stop: make cluster-stop', flush=True)
         elif args.action == 'cluster-deploy':
-            hosts.deploy(**({'source': args.source.resolve()} if args.source else {}))
+            hosts.deploy(**({'source': args.source.resolve()} if args.source else {}), capture=False)
         elif args.action == 'cluster-down':
             hosts.down()
+            left = hosts.leftovers()
+            if left:
+                print(f'left behind: {left}', file=sys.stderr)
+                return 1
         else:
             return 0 if hosts.status() else 3
-    except (RuntimeError, OSError, subprocess.CalledProcessError, Unavailable) as error:
-        detail = getattr(error, 'stderr', None) or ''
-        print(f'make {args.action.replace("-up", "")} failed: {error} {detail}', file=sys.stderr)
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as error:
+        print(f'make {args.action.replace("-up", "")} failed: {error}', file=sys.stderr)
         return 1
     return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

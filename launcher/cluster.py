@@ -1,336 +1,299 @@
-"""More than one host: an edge nginx in front of app hosts, each running uwsgi from the
-shipped conf/uwsgi.ini on its unix socket behind an nginx of its own that terminates the
-edge's mutual TLS (conf/nginx/wsgiapp-app.conf), and a database host; `make cluster`,
-`make cluster-deploy`, `make cluster-stop`.
+"""make cluster: an edge, app hosts, a database primary and its replicas, each a booted
+Debian 12 server of launcher/fleet.py, provisioned over SSH by deploy/site.yml, the playbook
+a user runs with an inventory of their own servers (docs/playbook.rst). `make cluster`,
+`make cluster-deploy` (deploy/rolling.yml), `make cluster-status`, `make cluster-stop`.
 
-Each host is a network namespace on a bridge of the launcher's own (network.py), or, without
-root, a loopback address. Under BASE (var/cluster): a directory per host, what it would
-hold on a real machine (its data, logs, certificates, the release it runs), and
-topology.json, which says what runs where."""
-import hashlib
+BASE (var/cluster) holds the fleet (its keys, inventory, the hosts' disks), the control
+machine's secrets/ (the CAs, the generated passwords, the API token) and topology.json: what
+runs where, and how to reach each host (`machine`: its container, `ssh`: user@address).
+
+The Host classes below are how the tests and the benchmark look at a running host: its
+processes as this machine sees them (their pids, to SIGKILL or to count CPU), its logs (its
+disk is mounted here), commands and its database over the same SSH as Ansible's."""
 import json
 import os
-import shutil
+import re
+import signal
+import ssl
+import subprocess
+import sys
 from pathlib import Path
 
-from launcher.mariadb import MariaDB
-from launcher.network import Network
-from launcher.nginx import AppNginx, Nginx
-from launcher.process import ROOT, say, secret_file, wait_ready
-from launcher.replication import PRIMARY_ARGS, REPLICA_ARGS, REPLICA_GRANTS, allow_replicas, follow
-from launcher.single import make_run_dir, remove_run_dir, run_dir_for
-from launcher.tls import Authority
-from launcher.uwsgi import Uwsgi
-from wsgiapp.version import code_version
+import psutil
 
-# On its own host each server takes its usual port; on loopback, ports nobody else uses.
-PORTS = {True: {'http': 80, 'https': 443, 'app': 3031, 'db': 3306},
-         False: {'http': 18080, 'https': 18443, 'app': 13031, 'db': 13306}}
-APP_NAME = 'app.wsgiapp.internal'  # the name on every app host's certificate (wsgiapp-link.conf)
-# Passive health (docs/cluster.rst says why): a host is marked failed for 5 s after 3 failed
-# attempts (refused, reset, closed without an answer, or no TLS handshake within 1 s) in 5 s.
-# A busy host is not a failed one: its nginx accepts and handshakes at once, and requests
-# wait in uwsgi's queue; only a host that cannot be reached fails.
-SERVER_OPTIONS = 'max_fails=3 fail_timeout=5s'
-# What the edge admits in flight to the app hosts (limit_conn in the site; the rest get the
-# single host's 503 with Retry-After at once), per app host: far less than one can hold (its
-# nginx, 2,000 requests at 2 connections each; uwsgi's listen queue, 4,096), and what its
-# uwsgi (2 processes x 4 threads, some 700 uncached reads/s on a shared core) finishes
-# within about a third of a second. Not max_conns per server: nginx 1.22 has no queue for
-# it, and when every server is at its max_conns the answer is a 502 (no live upstreams).
-IN_FLIGHT_PER_APP = 256
+from launcher.fleet import Fleet, missing
+from launcher.mariadb import run_sql
+from launcher.process import ROOT, binary, say
+from launcher.wait import wait_for
+
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name('ansible-playbook')  # the virtualenv's
+MARIADB_SOCKET = '/run/mysqld/mysqld.sock'  # Debian's
 
 
-def release(base, source=ROOT):
-    """The code of `source` as a release directory, BASE/releases/VERSION (wsgiapp/ and conf/),
-    named by the hash the app reports (X-App-Version); made once, atomically."""
-    version = code_version(source / 'wsgiapp')
-    target = base / 'releases' / version
-    if not target.exists():
-        say(f'making release {version} from {source}')
-        building = target.with_name(f'.{version}.{os.getpid()}')
-        shutil.rmtree(building, ignore_errors=True)
-        for part in ('wsgiapp', 'conf'):
-            shutil.copytree(source / part, building / part, ignore=shutil.ignore_patterns('__pycache__'))
-        building.rename(target)
-    return target
+def playbook(inventory, name='site.yml', source=None, extra_vars=None, capture=True):
+    """ansible-playbook -i INVENTORY deploy/NAME (with the code of checkout `source`, and
+    `extra_vars`), as a user runs it: a CompletedProcess (its output captured, or shown)."""
+    extra_vars = {**(extra_vars or {}), **({'wsgiapp_source': str(source)} if source else {})}
+    extra = [option for key, value in extra_vars.items() for option in ('-e', f'{key}={value}')]
+    return subprocess.run([str(ANSIBLE_PLAYBOOK), '-i', str(inventory), str(ROOT / 'deploy' / name), *extra],
+                          capture_output=capture, text=True, timeout=1800,
+                          env={**os.environ, 'ANSIBLE_CONFIG': str(ROOT / 'deploy' / 'ansible.cfg'),
+                               **({'ANSIBLE_NOCOLOR': '1'} if capture else {})})
 
 
-def app_link_files(authority, name, address, directory):
-    """An app host's side of the mutual-TLS link, in `directory` under the names conf/uwsgi.ini
-    reads (mode 0600): its certificate `name` from `authority` for APP_NAME and `address`
-    (the edge checks it), its key, and the CA that signs the edge's client certificate. The
-    cluster's app hosts and the benchmark's `mtls` link make them alike."""
-    cert, key = authority.issue(name, dns=[APP_NAME], ips=[address])
-    directory.mkdir(parents=True, exist_ok=True)
-    for source, target in ((cert, 'app.pem'), (key, 'app.key'), (authority.cert, 'ca.pem')):
-        shutil.copy(source, directory / target)
-        (directory / target).chmod(0o600)
+def recap(output):
+    """{host: {'ok': n, 'changed': n, 'failed': n, ...}} from ansible-playbook's PLAY RECAP."""
+    lines = output.split('PLAY RECAP')[-1].splitlines()[1:]
+    return {line.split()[0]: {key: int(value) for key, value in re.findall(r'(\w+)=(\d+)', line)}
+            for line in lines if ':' in line}
 
 
-class AppHost:
-    """uwsgi on one app host, serving the release it was last started with on its unix
-    socket, and the nginx in front of it that the edge's link reaches."""
+class Host:
+    """One booted host of the cluster."""
+    program = None  # the server it runs, whose main process pid() is
 
     def __init__(self, cluster, name):
         self.cluster, self.name = cluster, name
-        self.base = cluster.base / name
-        self.address = cluster.network.address(name)
-        self.port = PORTS[cluster.network.namespaces]['app']
-        self.link_dir = self.base / 'link'
-        self.release_file = self.base / 'release'
-        # What the host's nginx workers (www-data) must reach: uwsgi's socket (single.py).
-        self.run_dir = run_dir_for(self.base)
-        self.uwsgi = Uwsgi(self.base, run_dir=self.run_dir, ini=None)  # the release's, at start
-        self.nginx = AppNginx(self.base, self.address, self.port, self.uwsgi.socket,
-                              link=(self.link_dir / 'app.pem', self.link_dir / 'app.key', self.link_dir / 'ca.pem'),
-                              run_dir=self.run_dir, wrap=cluster.network.wrap(name))
+        self.fleet = cluster.fleet
+        self.address = self.fleet.address(name)
 
-    def version(self):
-        try:
-            return self.release_file.read_text().strip()
-        except OSError:
-            return None
+    def machine(self):
+        return self.fleet.machine(self.name)
 
-    def certificate(self):
-        """This host's certificate of the link's CA, and the CA that signs the edge's."""
-        app_link_files(self.cluster.link, f'{self.name}-{self.address}', self.address, self.link_dir)
+    def path(self, path):
+        """A file of the running host, as this machine reads it (its disk, mounted here)."""
+        return self.machine().root / path.lstrip('/')
 
-    def start(self, release_dir):
-        """uwsgi on `release_dir`, then (if it is not running) the host's nginx."""
-        self.certificate()
-        make_run_dir(self.run_dir)
-        self.uwsgi.ini = release_dir / 'conf' / 'uwsgi.ini'
-        self.uwsgi.start(self.cluster.app_environ(self), wrap=self.cluster.network.wrap(self.name))
-        self.release_file.write_text(release_dir.name + '\n')
-        self.nginx.start()
+    def run(self, command, check=True, timeout=60):
+        """`command` on the host over SSH; its output (it must succeed unless check=False)."""
+        done = self.fleet.ssh(self.name, command, timeout=timeout)
+        if check and done.returncode != 0:
+            raise RuntimeError(f'{self.name}: {command}: {done.stderr.strip()}')
+        return done.stdout.strip()
 
-    def stop(self):
-        self.nginx.stop()
-        self.uwsgi.stop()
-        remove_run_dir(self.run_dir)
+    def processes(self, name):
+        """The host's processes called `name`, as psutil.Process of this machine."""
+        leader = self.machine().leader()
+        if not leader:
+            return []
+        found = []
+        for process in psutil.Process(leader).children(recursive=True):
+            try:
+                if process.name() == name:
+                    found.append(process)
+            except psutil.NoSuchProcess:
+                pass
+        return found
+
+    def pid(self, name=None):
+        """The pid (on this machine) of the main process of `name` (the host's server by
+        default): the one whose parent is not another `name`; None when none runs."""
+        processes = self.processes(name or self.program)
+        pids = {process.pid for process in processes}
+        for process in processes:
+            try:
+                if process.ppid() not in pids:
+                    return process.pid
+            except psutil.NoSuchProcess:
+                pass
+        return None
+
+    def crash(self):
+        self.fleet.crash(self.name)
+
+    def boot(self):
+        self.fleet.boot(self.name)
 
     def describe(self):
-        return {'name': self.name, 'netns': self.cluster.network.netns(self.name), 'address': self.address,
-                'port': self.port, 'pidfile': str(self.uwsgi.pidfile), 'nginx_pidfile': str(self.nginx.pidfile),
-                'socket': str(self.uwsgi.socket), 'version': self.version()}
+        machine = self.machine()
+        return {'name': self.name, 'machine': machine.name, 'ssh': f'root@{self.address}', 'address': self.address,
+                'netns': self.fleet.network.netns(self.name)}
+
+
+class Program:
+    """One server of a host (app.uwsgi, app.nginx): its main pid on this machine."""
+
+    def __init__(self, host, name):
+        self.host, self.name = host, name
+
+    def pid(self):
+        return self.host.pid(self.name)
+
+
+class EdgeHost(Host):
+    program = 'nginx'
+
+    def __init__(self, cluster, name):
+        super().__init__(cluster, name)
+        self.access_log = self.path('/var/log/nginx/wsgiapp.access.log')
+        self.error_log = self.path('/var/log/nginx/wsgiapp.error.log')
+
+
+class AppHost(Host):
+    program = 'uwsgi'
+
+    def __init__(self, cluster, name):
+        super().__init__(cluster, name)
+        self.port = 3031  # wsgiapp_link_port (deploy/roles/common/defaults/main.yml)
+        self.uwsgi, self.nginx = Program(self, 'uwsgi'), Program(self, 'nginx')
+        self.access_log = self.path('/var/log/nginx/wsgiapp-app.access.log')  # the link's requests
+
+    def version(self):
+        """The release in service: what /srv/wsgiapp links to (the hash of X-App-Version)."""
+        return self.run(['readlink', '/srv/wsgiapp'], check=False).rsplit('/', 1)[-1] or None
+
+    def describe(self):
+        return {**super().describe(), 'port': self.port, 'version': self.version()}
+
+
+class DatabaseHost(Host):
+    """A MariaDB host. Its administrator (root, by Debian's unix_socket authentication) is
+    reached from this machine through an SSH tunnel to the server's unix socket, so that
+    run_sql and tests get typed rows, as from a local server."""
+    program = 'mariadbd'
+
+    def __init__(self, cluster, name):
+        super().__init__(cluster, name)
+        self.port = 3306
+        self.socket = self.fleet.control_dir / f'{name}.mysql.sock'
+        self.tunnel = None
+
+    def admin_kwargs(self):
+        self._open_tunnel()
+        return {'unix_socket': str(self.socket), 'user': 'root', 'charset': 'utf8mb4', 'autocommit': True}
+
+    def sql(self, *statements, database=None):
+        """Run statements as the administrator; the last one's rows."""
+        return run_sql(dict(self.admin_kwargs(), **({'database': database} if database else {})), *statements)
+
+    def _open_tunnel(self):
+        if self.tunnel and self.tunnel.poll() is None and self.socket.is_socket():
+            return
+        self.close_tunnel()
+        self.tunnel = subprocess.Popen(
+            [binary('ssh'), '-N', '-o', 'ExitOnForwardFailure=yes', '-o', 'ControlMaster=no', '-o', 'ControlPath=none',
+             '-o', 'StreamLocalBindUnlink=yes', '-L', f'{self.socket}:{MARIADB_SOCKET}',
+             *self.fleet.ssh_options(), '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10',
+             '-i', str(self.fleet.key), f'root@{self.address}'],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_for(lambda: self.socket.is_socket() or self.tunnel.poll() is not None, 15, f'the tunnel to {self.name}')
+        if self.tunnel.poll() is not None:
+            raise RuntimeError(f'no tunnel to {self.name}\'s MariaDB: {self.tunnel.stderr.read().decode().strip()}')
+
+    def crash(self):
+        self.close_tunnel()
+        super().crash()
+
+    def close_tunnel(self):
+        if self.tunnel and self.tunnel.poll() is None:
+            self.tunnel.terminate()
+            self.tunnel.wait(10)
+        self.tunnel = None
+        self.socket.unlink(missing_ok=True)
+
+    def describe(self):
+        return {**super().describe(), 'port': self.port}
 
 
 class Cluster:
-    def __init__(self, base, apps=3, namespaces=None, replicas=1):
+    def __init__(self, base, apps=3, replicas=1):
         self.base = Path(base).resolve()
+        self.fleet = Fleet(self.base, apps=apps, replicas=replicas)
+        self.network = self.fleet.network
+        groups = self.fleet.groups()
+        self.edge = EdgeHost(self, groups['edge'][0])
+        self.apps = [AppHost(self, name) for name in groups['app']]
+        self.db = DatabaseHost(self, groups['db_primary'][0])
+        self.replicas = [DatabaseHost(self, name) for name in groups['db_replica']]
+        self.edge_address = self.edge.address
+        self.url = f'https://{self.edge_address}'
+        self.secrets = self.base / 'secrets'
+        self.ca = self.secrets / 'web-ca' / 'ca.pem'
         self.topology_file = self.base / 'topology.json'
-        saved = self.topology()
-        if namespaces is None:
-            namespaces = os.geteuid() == 0
-        ident = hashlib.sha256(str(self.base).encode()).hexdigest()[:4]
-        subnet = saved['network']['subnet'] if saved and saved['network']['subnet'] and namespaces else None
-        self.network = Network(ident, namespaces, subnet)
-        ports = PORTS[namespaces]
-        self.apps = [AppHost(self, f'app{n}') for n in range(1, apps + 1)]
-        # Hosts a larger cluster had: stopped and removed by up().
-        self.retired = [AppHost(self, app['name']) for app in (saved or {}).get('app', [])[apps:]]
-        # The database hosts: db1 the primary, db2... its replicas (replication.py).
-        # Database links (docs/cluster.rst): TLS with certificates of a CA of their own; an
-        # account per app host, from its address alone (without namespaces every host
-        # connects from 127.0.0.1: the accounts are still apart, the addresses are not).
-        self.db_ca = Authority(self.base / 'db-ca', 'wsgiapp database CA')
-        self.client_host = None if namespaces else '127.0.0.1'
-        self.db = self.database_host('db1', PRIMARY_ARGS)
-        self.replicas = [self.database_host(f'db{n}', REPLICA_ARGS, REPLICA_GRANTS) for n in range(2, replicas + 2)]
-        self.retired_replicas = [self.database_host(host['name'], REPLICA_ARGS, REPLICA_GRANTS)
-                                 for host in ((saved or {}).get('db') or {}).get('replicas', [])[replicas:]]
-        self.web = Authority(self.base / 'tls', 'wsgiapp cluster web CA')
-        self.link = Authority(self.base / 'link-ca', 'wsgiapp link CA')
-        self.ca = self.web.cert
-        edge = self.base / 'edge'
-        self.edge_address = self.network.address('edge')
-        self.drained = set()
-        self.edge = Nginx(edge, ports['http'], self.upstream(), ports['https'],
-                          certificate=(edge / 'tls' / 'fullchain.pem', edge / 'tls' / 'edge.key', self.web.cert),
-                          address=self.edge_address, run_dir=run_dir_for(edge),
-                          link=(edge / 'link' / 'edge.pem', edge / 'link' / 'edge.key', edge / 'link' / 'ca.pem'),
-                          wrap=self.network.wrap('edge'), probers=[self.network.address('bridge')],
-                          in_flight=IN_FLIGHT_PER_APP * apps)
-        self.url = self.edge.url
-        self.tls_port = ports['https']
+        self.last_run = None  # the last playbook run's CompletedProcess
 
-    def database_host(self, name, args, grants=MariaDB.APP_GRANTS):
-        return MariaDB(self.base / name, port=PORTS[self.network.namespaces]['db'], address=self.network.address(name),
-                       server_id=int(name[2:]), extra_args=args, wrap=self.network.wrap(name),
-                       client_host=self.client_host or '127.0.0.1', app_grants=grants,
-                       authority=self.db_ca, accounts=self.db_accounts)
-
-    def db_account(self, app):
-        """(user, host, password) of an app host's database account: wsgiapp_appN, from that
-        host's address only; the same on the primary and on every replica."""
-        secrets_dir = self.base / 'db-accounts'
-        secrets_dir.mkdir(parents=True, exist_ok=True)
-        secrets_dir.chmod(0o700)
-        return (f'wsgiapp_{app.name}', self.client_host or app.address,
-                secret_file(secrets_dir / f'{app.name}.password'))
-
-    def db_accounts(self):
-        return [self.db_account(app) for app in self.apps]
-
-    # --- what the hosts share ---------------------------------------------------------------
-    def topology(self):
-        try:
-            return json.loads(self.topology_file.read_text())
-        except (OSError, ValueError):
-            return None
+    def hosts(self):
+        return [self.edge, *self.apps, self.db, *self.replicas]
 
     def token(self):
-        return secret_file(self.base / 'api-token')
-
-    def app_environ(self, app):
-        """What app host `app`'s EnvironmentFile= holds: the database over TCP (verified TLS,
-        its own account), the API token."""
-        user, _, password = self.db_account(app)
-        ca = self.app_db_ca(app)
-        return {'DATABASE_URL': self.db.url(tcp=True, user=user, password=password, ca=ca),
-                'WSGIAPP_API_TOKEN': self.token(),
-                'DATABASE_REPLICA_URL': ','.join(replica.url(tcp=True, user=user, password=password, ca=ca)
-                                                 for replica in self.replicas)}
-
-    def app_db_ca(self, app):
-        """The database CA's certificate in the app host's run directory, where uwsgi's
-        workers (the app's user, not root) can read it wherever the checkout lives."""
-        make_run_dir(app.run_dir)
-        copy = app.run_dir / 'db-ca.pem'
-        shutil.copyfile(self.db_ca.cert, copy)
-        copy.chmod(0o644)
-        return copy
+        return (self.secrets / 'api-token').read_text().strip()
 
     def ssl_context(self):
-        """A client context that trusts the web CA (the edge's certificate), and only it."""
-        return self.web.client_context()
+        """A client context that trusts the control machine's web CA (the edge's certificate), and only it."""
+        return ssl.create_default_context(cafile=str(self.ca))
 
-    def upstream(self):
-        return [f'{app.address}:{app.port} {SERVER_OPTIONS}' + (' down' if app.name in self.drained else '')
-                for app in self.apps]
-
-    def edge_certificates(self):
-        tls, link = self.edge.base / 'tls', self.edge.base / 'link'
-        tls.mkdir(parents=True, exist_ok=True)
-        link.mkdir(parents=True, exist_ok=True)
-        cert, key = self.web.issue(f'edge-{self.edge_address}', dns=['localhost'], ips=[self.edge_address])
-        (tls / 'fullchain.pem').write_bytes(cert.read_bytes() + self.web.cert.read_bytes())
-        shutil.copy(key, tls / 'edge.key')
-        cert, key = self.link.issue('edge-client', client=True)
-        for source, name in ((cert, 'edge.pem'), (key, 'edge.key'), (self.link.cert, 'ca.pem')):
-            shutil.copy(source, link / name)
-        for path in (tls / 'edge.key', link / 'edge.key'):
-            path.chmod(0o600)
-
-    # --- up, down, status -------------------------------------------------------------------
-    def up(self):
-        self.base.mkdir(parents=True, exist_ok=True)
-        self.network.create()
-        databases = [self.db, *self.replicas]
-        for host in [*(Path(server.base).name for server in databases), 'edge', *(app.name for app in self.apps)]:
-            self.network.add_host(host)
-        for server in databases:
-            server.start()
-        from wsgiapp import config, schema
-        new = not self.db.sql("SHOW TABLES FROM wsgiapp LIKE 'vc_admin'")
-        schema.initdb(config.from_environ({'DATABASE_URL': self.db.admin_url()}), sample=new)
-        allow_replicas(self.db, [self.client_host or replica.address for replica in self.replicas])
-        for replica in self.replicas:
-            follow(self.db, replica)
-        for replica in self.retired_replicas:
-            replica.stop()
-            if replica.base.name in self.network.hosts():
-                self.network.remove_host(replica.base.name)
-        code = release(self.base)
-        for app in self.apps:
-            if not app.uwsgi.pid():
-                app.start(code)  # a host that was down comes back with this checkout's code
-            else:
-                say(f'{app.name}: uwsgi is already running (pid {app.uwsgi.pid()}, release {app.version()})')
-                app.nginx.start()
-        for app in self.retired:
-            self.stop_app(app)
-        self.start_edge()
+    # --- up, deploy, down ---------------------------------------------------------------------
+    def up(self, capture=True):
+        """Boot the hosts that do not run (and remove those beyond this size), then provision
+        every host with deploy/site.yml; a second run changes nothing."""
+        if missing():
+            raise RuntimeError(missing())
+        self.fleet.up()
+        self.provision('site.yml', capture=capture)
         self.save()
-        self.wait_ready()
+        return self
 
-    def start_edge(self):
-        make_run_dir(self.edge.run_dir)
-        self.edge_certificates()
-        self.edge.upstream = self.upstream()
-        self.edge.start()
+    def provision(self, name='site.yml', source=None, extra_vars=None, capture=True):
+        """Run a playbook over the hosts; RuntimeError with its output's end if it fails."""
+        self.last_run = playbook(self.fleet.inventory, name, source, extra_vars, capture)
+        if self.last_run.returncode != 0:
+            output = (self.last_run.stdout or '')[-6000:] + (self.last_run.stderr or '')[-2000:]
+            raise RuntimeError(f'ansible-playbook deploy/{name} failed (exit {self.last_run.returncode})'
+                               + (f':\n{output}' if capture else ''))
+        return recap(self.last_run.stdout) if capture else None
 
-    def stop_app(self, app):
-        app.stop()
-        if app.name in self.network.hosts():
-            self.network.remove_host(app.name)
-
-    def describe_database(self, server):
-        name = server.base.name
-        return {'name': name, 'netns': self.network.netns(name), 'address': server.address,
-                'port': server.port, 'socket': str(server.socket), 'pidfile': str(server.pidfile)}
-
-    def save(self):
-        topology = {'edge': {'name': 'edge', 'netns': self.network.netns('edge'), 'address': self.edge_address,
-                             'url': self.url + '/', 'ca': str(self.ca), 'pidfile': str(self.edge.pidfile)},
-                    'app': [app.describe() for app in self.apps],
-                    'db': {'primary': self.describe_database(self.db),
-                           'replicas': [self.describe_database(replica) for replica in self.replicas]},
-                    'network': self.network.describe(),
-                    'api_token_file': str(self.base / 'api-token')}
-        self.topology_file.write_text(json.dumps(topology, indent=2) + '\n')
-
-    def wait_ready(self, seconds=30):
-        """The edge answers /readyz with 200: an app host and the database behind it are up."""
-        wait_ready(self.url, self.ssl_context(), [self.edge.error_log, *(app.uwsgi.log for app in self.apps)], seconds)
+    def deploy(self, source=ROOT, capture=True):
+        """The code of `source` onto every app host, one at a time (deploy/rolling.yml)."""
+        recap_ = self.provision('rolling.yml', source=source if source != ROOT else None, capture=capture)
+        self.save()
+        return recap_
 
     def down(self):
-        self.edge.stop()
-        for app in self.apps + self.retired:
-            app.stop()
-        for server in [*self.replicas, *self.retired_replicas, self.db]:
-            server.stop()
-        self.network.remove()
-        remove_run_dir(self.edge.run_dir)
+        for host in [self.db, *self.replicas]:
+            host.close_tunnel()
+        self.fleet.down()
         self.topology_file.unlink(missing_ok=True)
 
+    def leftovers(self):
+        return self.fleet.leftovers() + ([str(self.topology_file)] if self.topology_file.exists() else [])
+
+    # --- what runs where ------------------------------------------------------------------------
+    def save(self):
+        topology = {'edge': {**self.edge.describe(), 'url': self.url + '/', 'ca': str(self.ca)},
+                    'app': [app.describe() for app in self.apps],
+                    'db': {'primary': self.db.describe(), 'replicas': [host.describe() for host in self.replicas]},
+                    'network': self.network.describe(),
+                    'inventory': str(self.fleet.inventory),
+                    'ssh': {'key': str(self.fleet.key), 'known_hosts': str(self.fleet.known_hosts)},
+                    'api_token_file': str(self.secrets / 'api-token')}
+        self.topology_file.write_text(json.dumps(topology, indent=2) + '\n')
+
     def status(self):
+        """Each host's servers, as its systemd says; True when all are active."""
         up = True
-        rows = [('edge', 'nginx', self.edge.pid(), self.edge_address),
-                *((app.name, 'nginx', app.nginx.pid(), f'{app.address}:{app.port}') for app in self.apps),
-                *((app.name, 'uwsgi', app.uwsgi.pid(), f'{app.uwsgi.socket} release {app.version()}')
-                  for app in self.apps),
-                *((server.base.name, 'MariaDB', server.pid(),
-                   f'{server.address}:{server.port} {"replica" if server in self.replicas else "primary"}')
-                  for server in [self.db, *self.replicas])]
-        for host, server, pid, where in rows:
-            print(f'{host:6} {server:8} {"up, pid %d" % pid if pid else "down":16} {where}')
-            up = up and bool(pid)
+        units = {'edge': ['nginx'], 'app': ['nginx', 'wsgiapp'], 'db': ['mariadb']}
+        running = self.fleet.status()
+        for host in self.hosts():
+            kind = host.name.rstrip('0123456789')
+            if not running.get(host.name):
+                states = 'not running'
+                up = False
+            else:
+                done = self.fleet.ssh(host.name, ['systemctl', 'is-active', *units[kind]], timeout=20)
+                states = ', '.join(f'{unit} {state}' for unit, state in zip(units[kind], done.stdout.split()))
+                up = up and done.returncode == 0 and 'inactive' not in done.stdout and 'failed' not in done.stdout
+            print(f'{host.name:6} {host.address:15} {states}')
         if up:
             print(f'serving {self.url}/ (certificate authority: {self.ca})')
         return up
 
-    # --- rolling deploy ---------------------------------------------------------------------
-    def deploy(self, source=ROOT):
-        """The code of `source` onto every app host, one at a time: the host leaves the edge's
-        upstream (nginx reloads and its old workers finish what they had in flight), its
-        uwsgi stops and starts on the new release, and it rejoins. The others serve meanwhile."""
-        code = release(self.base, source)
-        for app in self.apps:
-            if app.version() == code.name and app.uwsgi.pid():
-                say(f'{app.name} already runs release {code.name}')
-                continue
-            say(f'{app.name}: draining, then release {app.version()} -> {code.name}')
-            self.set_drained(app, True)
-            app.uwsgi.stop()
-            app.start(code)
-            self.set_drained(app, False)
-        self.save()
-        say(f'every app host runs release {code.name}')
 
-    def set_drained(self, app, drained):
-        (self.drained.add if drained else self.drained.discard)(app.name)
-        self.edge.upstream = self.upstream()
-        self.edge.render()
-        self.edge.reload()
+def kill_program(host, name):
+    """SIGKILL a program's main process and its process group (uwsgi's master and workers;
+    mariadbd), from this machine: what a crash does. Its unit's Restart= brings it back."""
+    pid = host.pid(name)
+    if pid is None:
+        raise RuntimeError(f'no {name} runs on {host.name}')
+    os.killpg(pid, signal.SIGKILL)
+    say(f'{host.name}: {name} {pid} SIGKILLed')
+    return pid

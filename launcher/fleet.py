@@ -58,7 +58,7 @@ class Fleet:
         # one_host: a single host, `server`, in the edge, app and db_primary groups: the
         # playbook's single server (docs/playbook.rst).
         self.apps, self.replicas, self.one_host = apps, replicas, one_host
-        # Distinct from launcher/cluster.py's ident for the same directory: another bridge.
+        # The bridge's and the containers' names (launcher/network.py), from the directory.
         self.ident = hashlib.sha256(f'fleet:{self.base}'.encode()).hexdigest()[:4]
         self.ssh_dir = self.base / 'ssh'
         self.key = self.ssh_dir / 'id_ed25519'
@@ -205,7 +205,9 @@ class Fleet:
                 '# the app\'s wheels are in its wheelhouse (launcher/machine.py WHEELHOUSE);\n'
                 f'wsgiapp_pip_env: {{PIP_NO_INDEX: "1", PIP_FIND_LINKS: "{WHEELHOUSE}"}}\n'
                 '# this machine asks the edge\'s /readyz, as a load balancer would.\n'
-                f'wsgiapp_probers: ["{self.address("bridge")}"]\n')
+                f'wsgiapp_probers: ["{self.address("bridge")}"]\n'
+                '# a new database gets the sample rows, as make run\'s does.\n'
+                'wsgiapp_sample_data: true\n')
 
     def describe(self):
         hosts = []

@@ -48,8 +48,8 @@ class MariaDB:
 
     APP_GRANTS = (f'SELECT, INSERT, UPDATE, DELETE ON {APP_DATABASE}.*',)
 
-    def __init__(self, base, port=None, address='127.0.0.1', server_id=1, extra_args=(), wrap=(),
-                 client_host=None, app_grants=APP_GRANTS, authority=None, accounts=None):
+    def __init__(self, base, port=None, address='127.0.0.1', server_id=1, extra_args=(),
+                 client_host=None, app_grants=APP_GRANTS, authority=None):
         self.base = Path(base).resolve()
         self.datadir = self.base / 'mariadb'
         # Socket and pid file in a directory only we can enter.
@@ -63,7 +63,6 @@ class MariaDB:
         self.address = address
         self.server_id = server_id
         self.extra_args = list(extra_args)
-        self.wrap = list(wrap)  # e.g. `ip netns exec db1`: where mariadbd runs
         # Where the application user may connect from over TCP (a MariaDB host pattern).
         self.client_host = client_host or ('127.0.0.1' if address.startswith('127.') else '%')
         self.app_grants = app_grants  # a replica's user only reads, and may see its replication state
@@ -72,9 +71,6 @@ class MariaDB:
         # counts as secure and stays as it is.
         self.authority = authority
         self.tls_dir = self.base / 'tls'
-        # A function: the application's TCP accounts, [(user, host, password)], e.g. one per app host,
-        # each bound to that host's address; None: APP_USER at client_host (and localhost).
-        self.accounts = accounts
 
     # The administrator is the OS user who runs the server (MariaDB's unix_socket auth):
     # root when we are root, else our own login name.
@@ -172,7 +168,7 @@ class MariaDB:
         if self.authority and self.port:
             self.certificate()
         say(f'starting MariaDB on {self.socket}' + (f' and {self.address}:{self.port}' if self.port else ''))
-        subprocess.Popen([*self.wrap, *self.command()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True)
 
     def _wait_ready(self, seconds=60):
@@ -195,8 +191,6 @@ class MariaDB:
 
     def app_accounts(self):
         """[(user, host, password)]: the application's accounts on this server."""
-        if self.accounts is not None:
-            return [(APP_USER, 'localhost', self.password()), *self.accounts()]
         return [(APP_USER, host, self.password()) for host in ('localhost', self.client_host)]
 
     def _create_app_user(self):

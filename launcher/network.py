@@ -1,8 +1,7 @@
-"""Separate hosts on one machine. As root: a network namespace per host, each joined by a
-veth pair to a bridge of the launcher's own, in a private /24 that nothing else on the
-machine uses; the machine itself is .1 on the bridge, so it reaches every host and
-nothing outside the machine reaches any. Without root: distinct loopback addresses
-(127.0.0.0/8 is all on `lo`), so the same topology runs, minus the partitions.
+"""Separate hosts on one machine, as root: a network namespace per host (a booted server's,
+launcher/machine.py), each joined by a veth pair to a bridge of the launcher's own, in a
+private /24 that nothing else on the machine uses; the machine itself is .1 on the bridge,
+so it reaches every host and nothing outside the machine reaches any.
 
 Nothing here touches the machine's other interfaces, routes or firewall."""
 import ipaddress
@@ -38,17 +37,13 @@ def ip(*args, check=True):
 class Network:
     """`ident`: 4 hex digits naming this cluster's bridge, namespaces and veths."""
 
-    def __init__(self, ident, namespaces=True, subnet=None):
+    def __init__(self, ident, subnet=None):
         self.ident = ident
-        self.namespaces = namespaces
-        self.bridge = f'wsgiapp-{ident}' if namespaces else None
-        if subnet is None:
-            subnet = ((self._bridge_subnet() or self._free_subnet()) if namespaces
-                      else f'127.213.{int(ident, 16) % 250 + 1}.0/24')
-        self.subnet = ipaddress.ip_network(subnet)
+        self.bridge = f'wsgiapp-{ident}'
+        self.subnet = ipaddress.ip_network(subnet or self._bridge_subnet() or self._free_subnet())
 
     def describe(self):
-        return {'bridge': self.bridge, 'subnet': str(self.subnet) if self.namespaces else None}
+        return {'bridge': self.bridge, 'subnet': str(self.subnet)}
 
     def address(self, host):
         return str(self.subnet.network_address + octet(host))
@@ -58,14 +53,14 @@ class Network:
         return '02:00:' + ':'.join(f'{int(part):02x}' for part in self.address(host).split('.'))
 
     def netns(self, host):
-        return f'wsgiapp-{self.ident}-{host}' if self.namespaces else None
+        return f'wsgiapp-{self.ident}-{host}'
 
     def veth(self, host):
         return f'wa{self.ident}-{host}'[:15]
 
     def wrap(self, host):
-        """The command prefix that runs a program on `host`."""
-        return [binary('ip'), 'netns', 'exec', self.netns(host)] if self.namespaces else []
+        """The command prefix that runs a program of this machine in `host`'s network namespace."""
+        return [binary('ip'), 'netns', 'exec', self.netns(host)]
 
     def _bridge_subnet(self):
         """The subnet of this cluster's bridge, when it exists already."""
@@ -91,8 +86,6 @@ class Network:
 
     # --- namespaces ------------------------------------------------------------------------
     def create(self):
-        if not self.namespaces:
-            return
         if ip('link', 'show', self.bridge, check=False).returncode != 0:
             say(f'creating the bridge {self.bridge} ({self.subnet}, the machine is {self.address("bridge")})')
             ip('link', 'add', self.bridge, 'type', 'bridge')
@@ -101,8 +94,6 @@ class Network:
 
     def add_host(self, host):
         """The host's namespace, joined to the bridge with the host's address; idempotent."""
-        if not self.namespaces:
-            return
         netns, veth = self.netns(host), self.veth(host)
         if host not in self.hosts():
             say(f'creating the host {host}: namespace {netns}, address {self.address(host)}')
@@ -134,8 +125,6 @@ class Network:
         ip('netns', 'del', netns, check=False)
 
     def remove(self):
-        if not self.namespaces:
-            return
         for host in self.hosts():
             self.remove_host(host)
         if ip('link', 'show', self.bridge, check=False).returncode == 0:
@@ -145,8 +134,6 @@ class Network:
     def leftovers(self, host=None):
         """Namespaces, bridge and veths of this cluster still present: none after remove().
         With `host`, that host's namespace and veth only: none after remove_host(host)."""
-        if not self.namespaces:
-            return []
         links = [line.split(':')[1].strip().split('@')[0] for line in ip('-o', 'link').stdout.splitlines()]
         if host is not None:
             namespaces = [self.netns(host)] if host in self.hosts() else []

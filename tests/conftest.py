@@ -124,19 +124,21 @@ def stack():
 
 
 @pytest.fixture(scope='session')
-def cluster():
-    """make cluster's hosts (an edge, three app hosts, a primary and a replica, each a network
-    namespace; without root, or with WSGIAPP_CLUSTER_NETWORK=loopback, loopback addresses),
-    shared by the cluster tests and scenarios, each of which puts back what it breaks."""
-    from launcher.cluster import Cluster
-    namespaces = os.geteuid() == 0 and os.environ.get('WSGIAPP_CLUSTER_NETWORK') != 'loopback'
-    running = Cluster(new_base() / 'cluster', apps=3, namespaces=namespaces)
+def cluster(tmp_path_factory):
+    """make cluster's hosts: an edge, three app hosts, a primary and a replica, each a booted
+    Debian 12 server provisioned by deploy/site.yml (launcher/cluster.py), shared by the
+    playbook's tests, the cluster tests and the fault scenarios, each of which puts back what
+    it breaks. `first_run` is the provisioning's (output, recap)."""
+    from launcher.cluster import Cluster, recap
+    from tests.helpers.fleet import needs_a_fleet
+    needs_a_fleet()
+    running = Cluster(tmp_path_factory.mktemp('cluster'), apps=3, replicas=1)
     try:
         running.up()
+        running.first_run = running.last_run.stdout, recap(running.last_run.stdout)
         yield running
     finally:
         running.down()
-        shutil.rmtree(running.base.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope='module')

@@ -1,47 +1,41 @@
-"""make cluster: separate hosts as network namespaces on the launcher's own bridge,
-topology.json, the edge spreading requests over the app hosts, and make cluster-stop
-leaving nothing behind. Real nginx, uwsgi and MariaDB; the link itself is tested in
-tests/faults/test_cluster_faults.py (the intruder)."""
+"""make cluster: an edge, three app hosts, a primary and a replica, each a booted Debian 12
+server (launcher/cluster.py) provisioned by deploy/site.yml; topology.json, the edge spreading
+requests over the app hosts, and make cluster-stop leaving nothing behind. What the playbook
+makes on each host is tests/test_playbook.py's; the link's defence is the fault suite's d."""
 import json
 import os
-import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from launcher import procs
 from launcher.cluster import Cluster
+from tests.helpers.fleet import needs_a_fleet
 from tests.helpers.load import served_by
 from tests.helpers.procs import net_namespace as netns_of
-from tests.helpers.servers import needs_namespaces, needs_root, new_base
 from tests.helpers.web import call
 
 pytestmark = [pytest.mark.e2e, pytest.mark.uwsgi, pytest.mark.mariadb]
 
 
-def pid_of(pidfile):
-    return int(Path(pidfile).read_text().split()[0])
-
-
-def test_topology_says_what_runs_where(cluster):
-    needs_namespaces(cluster)
+def test_topology_says_what_runs_where_and_how_to_reach_it(cluster):
     topology = json.loads(cluster.topology_file.read_text())
     assert topology['edge']['url'] == cluster.url + '/'
     assert [app['name'] for app in topology['app']] == ['app1', 'app2', 'app3']
+    assert [replica['name'] for replica in topology['db']['replicas']] == ['db2']
     subnet = topology['network']['subnet']
     assert subnet.startswith('10.213.') and subnet.endswith('.0/24')
     assert subprocess.run(['ip', 'link', 'show', topology['network']['bridge']]).returncode == 0
-    hosts = topology['app'] + [topology['db']['primary']] + topology['db']['replicas']
-    assert [replica['name'] for replica in topology['db']['replicas']] == ['db2']
-    assert len({host['address'] for host in hosts} | {topology['edge']['address']}) == 6
-    for host in hosts:
-        # Each server runs inside its own host's namespace, and nowhere else.
-        namespace = os.stat(f'/run/netns/{host["netns"]}').st_ino
-        assert netns_of(pid_of(host['pidfile'])) == namespace != netns_of(os.getpid())
+    hosts = [topology['edge'], *topology['app'], topology['db']['primary'], *topology['db']['replicas']]
+    assert len({host['address'] for host in hosts}) == len({host['machine'] for host in hosts}) == 6
+    for host, running in zip(hosts, cluster.hosts()):
+        assert host['name'] == running.name and host['ssh'] == f'root@{host["address"]}'
         assert host['address'].rsplit('.', 1)[0] == subnet.rsplit('.', 1)[0]
-    assert all(Path(server['socket']).is_socket() for server in hosts[3:])
+        # Each host's server runs in that host's own network namespace, and nowhere else.
+        namespace = os.stat(f'/run/netns/{host["netns"]}').st_ino
+        assert netns_of(running.pid()) == namespace != netns_of(os.getpid()), host['name']
+        # `ssh` and the inventory's options reach it as the host it says it is.
+        assert running.run('hostname') == host['name']
+    assert {app['version'] for app in topology['app']} == {cluster.apps[0].version()}
     # The replica follows the primary by GTID, and is read-only.
     replica = cluster.replicas[0]
     status = replica.sql('SHOW SLAVE STATUS')[0]
@@ -55,57 +49,47 @@ def test_the_edge_spreads_requests_over_every_app_host(cluster):
     assert {host for host, _, _ in served.values()} == {app.address for app in cluster.apps}
 
 
-@needs_root
-@pytest.mark.parametrize('namespaces', [True, False], ids=['namespaces', 'loopback'])
-def test_cluster_stop_leaves_nothing_behind(namespaces):
-    hosts = Cluster(new_base() / 'cluster', apps=2, namespaces=namespaces)
-    try:
-        hosts.up()
-        assert call(hosts, 'GET', '/api/admins')[0] == 200
-        pids = [server.pid() for server in (hosts.edge, hosts.db, *hosts.replicas, *(app.uwsgi for app in hosts.apps))]
-        assert all(pids)
-        if namespaces:
-            assert hosts.network.leftovers()  # the bridge and the namespaces, which down() must remove
-        else:
-            assert hosts.network.subnet.network_address.is_loopback
-        hosts.down()
-        assert not any(procs.alive(pid) for pid in pids)
-        assert hosts.network.leftovers() == []
-        assert not hosts.topology_file.exists() and not hosts.edge.run_dir.exists()
-        assert [path for path in hosts.base.rglob('*') if path.suffix in ('.pid', '.sock')] == []
-    finally:
-        hosts.down()
-        shutil.rmtree(hosts.base.parent, ignore_errors=True)
-
-
-def uwsgi_processes(master_pid):
-    """uwsgi's master and workers (psutil.Process each)."""
-    return [procs._process(master_pid), *procs.children(master_pid)]
-
-
 def test_every_app_host_serves_through_its_own_nginx_and_uwsgi_never_as_root(cluster):
     """The link ends at each app host's nginx, which passes to uwsgi's unix socket: uwsgi
-    listens on no TCP port, and none of its workers, which parse every request, runs as
-    root (the master keeps root only to re-execute on a reload: conf/uwsgi.ini)."""
+    listens on no TCP port, and none of its processes runs as root (conf/systemd/wsgiapp.service)."""
     for app in cluster.apps:
-        processes = uwsgi_processes(app.uwsgi.pid())
+        processes = app.processes('uwsgi')
         assert len(processes) == 3  # the master and two workers
-        for process in processes[1:]:  # the workers
+        for process in processes:
             assert 0 not in process.uids() and 0 not in process.gids(), (app.name, process.pid, process.uids())
-        listening = subprocess.run([*cluster.network.wrap(app.name), 'ss', '-Hltnup'], capture_output=True,
-                                   text=True, check=True).stdout
-        assert not {f'pid={process.pid},' for process in processes} & set(re.findall(r'pid=\d+,', listening))
-        assert app.uwsgi.socket.is_socket()
-        assert app.nginx.pid()
-    # The edge's request id, the client's address and the link's keep-alive, on the app
-    # host's own log line for the same request.
+        listening = app.run(['ss', '-Hltnup'])
+        assert '"uwsgi"' not in listening and '"nginx"' in listening, listening
+        assert app.run(['stat', '-c', '%F %U', '/run/wsgiapp/uwsgi.sock']) == 'socket wsgiapp'
+    # The edge's request id and the client's address, on the app host's own log line for the
+    # same request.
     request_id = call(cluster, 'GET', '/healthz')[1]['X-Request-ID']
     host = served_by(cluster, [request_id])[request_id][0]
     app = next(app for app in cluster.apps if app.address == host)
 
     def logged():
-        return [line for line in app.nginx.access_log.read_text().splitlines() if f'id={request_id} ' in line]
+        return [line for line in app.access_log.read_text().splitlines() if f'id={request_id} ' in line]
     from launcher.wait import wait_for
     line = wait_for(logged, 5, 'the app host to log the request')[0]
-    client = cluster.network.address('bridge') if cluster.network.namespaces else '127.0.0.1'
-    assert line.startswith(f'{client} via {cluster.edge_address} ')
+    assert line.startswith(f'{cluster.network.address("bridge")} via {cluster.edge_address} ')
+
+
+def test_make_cluster_and_cluster_stop_leave_nothing_behind(tmp_path):
+    """The Makefile's commands, on a cluster of one app host and no replica of their own."""
+    needs_a_fleet()
+    var, make = tmp_path / 'var', ['make', '-s', f'VAR={tmp_path / "var"}', 'APP_NODES=1', 'DB_REPLICAS=0']
+    small = Cluster(var / 'cluster', apps=1, replicas=0)
+    try:
+        done = subprocess.run([*make, 'cluster'], capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+        assert f'ready: {small.url}/' in done.stdout
+        assert call(small, 'GET', '/api/admins')[0] == 200
+        status = subprocess.run([*make, 'cluster-status'], capture_output=True, text=True, timeout=120)
+        assert status.returncode == 0 and 'app1' in status.stdout and 'wsgiapp active' in status.stdout, status.stdout
+        pids = [host.machine().pid for host in small.hosts()]
+        assert all(pids) and small.fleet.network.leftovers()
+        done = subprocess.run([*make, 'cluster-stop'], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert small.leftovers() == []
+        assert not any(os.path.exists(f'/proc/{pid}') for pid in pids)
+    finally:
+        small.down()

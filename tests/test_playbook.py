@@ -1,29 +1,26 @@
 """The playbook (deploy/site.yml) against booted Debian 12 hosts over SSH, as a user runs it
-against their own servers: a fleet (launcher/fleet.py) of an edge, two app hosts, a primary
-and a replica, provisioned from nothing; then provisioned again, which must change nothing;
-then each host checked as an operator checks it, and the site used through the edge."""
+against their own servers: make cluster's hosts (an edge, three app hosts, a primary and a
+replica), provisioned from nothing; then provisioned again, which must change nothing; then
+each host checked as an operator checks it, and the site used through the edge. The rolling
+play is the fault suite's scenario c (tests/faults/test_cluster_faults.py)."""
 import json
 import re
-import shutil
 import ssl
 import time
 import urllib.request
-from collections import Counter
 
 import pytest
 
-from launcher.process import ROOT
-from tests.helpers.fleet import Edge, on, play, provisioned_fleet, secret
-from tests.helpers.load import Load
-from wsgiapp.version import code_version
+from tests.helpers.fleet import on, play, secret
 
 pytestmark = [pytest.mark.server]
 
 
 @pytest.fixture(scope='module')
-def fleet(tmp_path_factory):
-    with provisioned_fleet(tmp_path_factory) as fleet:
-        yield fleet
+def fleet(cluster):
+    """The cluster's booted hosts, as the playbook sees them (launcher/fleet.py)."""
+    cluster.fleet.first_run = cluster.first_run
+    return cluster.fleet
 
 
 def https(fleet, path, method='GET', body=None, headers=()):
@@ -70,7 +67,7 @@ def listening(fleet, name):
 
 def test_each_host_listens_only_where_the_docs_say(fleet):
     assert listening(fleet, 'edge1') == {('0.0.0.0', 80), ('0.0.0.0', 443)}  # the site's listen lines
-    for name in ('app1', 'app2'):
+    for name in fleet.groups()['app']:
         assert listening(fleet, name) == {(fleet.address(name), 3031)}, name
     for name in ('db1', 'db2'):
         assert listening(fleet, name) == {(fleet.address(name), 3306)}, name
@@ -110,7 +107,7 @@ def test_the_app_accounts_have_exactly_their_grants(fleet):
                              f'GRANT SELECT ON `wsgiapp`.* TO {account}']
     users = on(fleet, 'db1', "mariadb -N -e \"SELECT CONCAT(user, '@', host) FROM mysql.user "
                              "WHERE user LIKE 'wsgiapp%' OR user = 'replication'\"").split()
-    assert sorted(users) == sorted([f'wsgiapp_app1@{address}', f'wsgiapp_app2@{fleet.address("app2")}',
+    assert sorted(users) == sorted([*(f'wsgiapp_{name}@{fleet.address(name)}' for name in fleet.groups()['app']),
                                     f'replication@{fleet.address("db2")}'])
 
 
@@ -142,44 +139,3 @@ def test_the_site_answers_through_the_edge_and_a_write_reaches_the_replica(fleet
     status, _, _ = https(fleet, '/api/admins', 'POST', b'{"name": "x", "email": "x@example.com"}',
                          [('Content-Type', 'application/json')])
     assert status == 401
-
-
-def test_the_rolling_play_deploys_every_app_host_under_load_with_no_failed_request(fleet, tmp_path):
-    # Another version of the code: this checkout with one line more.
-    source = tmp_path / 'checkout'
-    for part in ('wsgiapp', 'conf'):
-        shutil.copytree(ROOT / part, source / part, ignore=shutil.ignore_patterns('__pycache__'))
-    for part in ('setup.cfg', 'pyproject.toml', 'README.rst'):
-        shutil.copy(ROOT / part, source / part)
-    (source / 'wsgiapp' / 'pages.py').write_text((source / 'wsgiapp' / 'pages.py').read_text() + '# next\n')
-    old, new = code_version(ROOT / 'wsgiapp'), code_version(source / 'wsgiapp')
-    assert old != new
-    headers = {'Authorization': f'Bearer {secret(fleet, "api-token")}', 'Content-Type': 'application/json'}
-    reads = ['/api/admins', '/api/admins?limit=2', '/admins', '/']
-
-    def request(n):  # thread 0 writes (no retry: a write that fails is a failed request), the others read
-        if n.startswith('0-'):
-            admin = {'name': f'roll-{n}', 'email': f'{n}@example.com'}
-            return 'POST', '/api/admins', json.dumps(admin).encode(), headers
-        return 'GET', reads[hash(n) % len(reads)], None, headers
-    with Load(Edge(fleet), request, threads=4, seconds=300) as load:
-        time.sleep(1)
-        output, recap = play(fleet, 'rolling.yml', source)
-        time.sleep(1)
-    statuses = Counter(load.statuses())
-    assert set(statuses) <= {200, 201} and statuses[200] > 100 and statuses[201] > 20, statuses
-    written = on(fleet, 'db1', "mariadb -N wsgiapp -e \"SELECT COUNT(*) FROM vc_admin WHERE name LIKE 'roll-%'\"")
-    assert int(written) == statuses[201]
-    # One host at a time: the second host left the upstream after the first came back.
-    tasks = re.findall(r'TASK \[(Out of the edge|Back into the edge)[^\]]*\].*?\n(?:changed|ok): \[(\w+)',
-                       output, re.S)
-    assert tasks == [('Out of the edge', 'app1'), ('Back into the edge', 'app1'),
-                     ('Out of the edge', 'app2'), ('Back into the edge', 'app2')], tasks
-    assert all(host['failed'] == 0 for host in recap.values()), recap
-    for name in ('app1', 'app2'):
-        assert on(fleet, name, 'readlink /srv/wsgiapp') == f'/srv/wsgiapp-releases/{new}', name
-    versions = {https(fleet, '/healthz')[1].get('X-App-Version') for _ in range(12)}
-    assert versions == {new}, versions
-    # The roll leaves every host as the playbook makes it for that release.
-    output, again = play(fleet, 'site.yml', source)
-    assert all(host['changed'] == 0 for host in again.values()), output[-6000:]

@@ -3,14 +3,13 @@ cluster, verified by the app and by the replica; one account per app host, from 
 only; the replication account from the replica's address only.
 
 Two parts: a MariaDB of its own on 127.0.0.1 with TLS (a right and a wrong CA, a right and a
-wrong name, what `wsgiapp check` and the app say), and the `cluster` fixture's hosts, tried
-from their own network namespaces and from an intruder's."""
+wrong name, what `wsgiapp check` and the app say), and the `cluster` fixture's booted hosts
+(as deploy/site.yml made them), tried from their own network namespaces and an intruder's."""
 import io
 import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 from urllib.parse import quote
 
 import MySQLdb
@@ -20,9 +19,8 @@ import webtest
 
 from launcher.mariadb import APP_DATABASE, APP_USER, MariaDB
 from launcher.process import ROOT, free_port
-from launcher.replication import REPLICATION_USER, replication_password
+from launcher.replication import REPLICATION_USER
 from launcher.tls import Authority
-from tests.helpers.servers import needs_namespaces
 from wsgiapp import check, config, schema
 from wsgiapp.app import Application
 
@@ -163,17 +161,32 @@ def test_the_app_answers_503_and_logs_the_cause(server, other_ca):
 # --- the cluster ---------------------------------------------------------------------------
 
 def wrap(cluster, host):
+    """Run a program of this machine in a host's network namespace: from that host's address."""
     return cluster.network.wrap(host)
 
 
+def db_ca(cluster):
+    """The database CA's certificate, on the control machine (its key never leaves it)."""
+    return cluster.secrets / 'db-ca' / 'ca.pem'
+
+
 def app_login(cluster, app):
-    return config.parse_database_url(cluster.app_environ(app)['DATABASE_URL'])
+    """What the app host's EnvironmentFile says (DATABASE_URL), with the control machine's copy
+    of the CA its ssl-ca names, for a client of this machine."""
+    environment = dict(line.split('=', 1) for line in app.run(['cat', '/etc/wsgiapp/env']).splitlines()
+                       if '=' in line and not line.startswith('#'))
+    on_host = 'ssl-ca=/etc/wsgiapp/db-ca.pem'
+    assert on_host in environment['DATABASE_URL']
+    assert app.run(['cat', '/etc/wsgiapp/db-ca.pem']) == db_ca(cluster).read_text().strip()
+    login = config.parse_database_url(environment['DATABASE_URL'].replace(on_host, f'ssl-ca={db_ca(cluster)}'))
+    assert login['ssl_mode'] == 'VERIFY_IDENTITY', login
+    return login
 
 
 def replication_login(cluster):
     return {'host': cluster.db.address, 'port': cluster.db.port, 'user': REPLICATION_USER,
-            'password': replication_password(cluster.db), 'ssl': {'ca': str(cluster.db_ca.cert)},
-            'ssl_mode': 'VERIFY_IDENTITY'}
+            'password': (cluster.secrets / 'replication.password').read_text().strip(),
+            'ssl': {'ca': str(db_ca(cluster))}, 'ssl_mode': 'VERIFY_IDENTITY'}
 
 
 def test_every_database_server_requires_tls_and_the_replica_verifies_the_primary(cluster):
@@ -188,23 +201,20 @@ def test_every_database_server_requires_tls_and_the_replica_verifies_the_primary
         finally:
             con.close()
         assert row['Master_SSL_Allowed'] == 'Yes' and row['Master_SSL_Verify_Server_Cert'] == 'Yes'
-        assert row['Master_SSL_CA_File'] == str(cluster.db_ca.cert)
+        assert row['Master_SSL_CA_File'] == '/etc/mysql/wsgiapp-tls/ca.pem'
+        assert replica.run(['cat', row['Master_SSL_CA_File']]) == db_ca(cluster).read_text().strip()
         assert row['Slave_IO_Running'] == 'Yes', row['Last_IO_Error']
 
 
 def test_each_app_host_connects_over_verified_tls_and_never_in_clear_text(cluster):
     for app in cluster.apps:
         login = app_login(cluster, app)
-        # The CA's certificate, copied where the app host's workers (not root) can read it.
-        assert login['ssl_mode'] == 'VERIFY_IDENTITY' and set(login['ssl']) == {'ca'}
-        assert Path(login['ssl']['ca']).read_bytes() == cluster.db_ca.cert.read_bytes()
         assert attempt(wrap(cluster, app.name), **login) == ['connected', 'TLSv1.3']
         assert attempt(wrap(cluster, app.name), **clear_text(login))[:2] == ['refused', 1045]
 
 
 def test_an_intruder_gets_no_login_in_clear_text_nor_with_tls(cluster):
     """Scenario d's database side: a host of its own on the bridge, 3306 reachable."""
-    needs_namespaces(cluster)
     login = app_login(cluster, cluster.apps[0])
     cluster.network.add_host('test18')
     try:
@@ -221,30 +231,27 @@ def test_an_intruder_gets_no_login_in_clear_text_nor_with_tls(cluster):
 
 
 def test_each_account_only_from_its_own_host(cluster):
-    needs_namespaces(cluster)
     app1, app2 = cluster.apps[:2]
-    assert host_not_allowed(attempt(wrap(cluster, 'edge'), **app_login(cluster, app1)))
+    edge, replica = cluster.edge.name, cluster.replicas[0].name
+    assert host_not_allowed(attempt(wrap(cluster, edge), **app_login(cluster, app1)))
     assert attempt(wrap(cluster, app1.name), **app_login(cluster, app2))[:2] == ['refused', 1045]
     assert attempt(wrap(cluster, app2.name), **app_login(cluster, app2)) == ['connected', 'TLSv1.3']
-    replica = cluster.replicas[0].base.name
     assert attempt(wrap(cluster, replica), **replication_login(cluster)) == ['connected', 'TLSv1.3']
     assert attempt(wrap(cluster, app1.name), **replication_login(cluster))[:2] == ['refused', 1045]
-    assert host_not_allowed(attempt(wrap(cluster, 'edge'), **replication_login(cluster)))
+    assert host_not_allowed(attempt(wrap(cluster, edge), **replication_login(cluster)))
 
 
 def test_each_app_account_has_exactly_the_apps_rights(cluster):
     """Defense in depth: on the primary SELECT, INSERT, UPDATE, DELETE on the app's database and
-    nothing else; on a replica SELECT there and SLAVE MONITOR (replication.REPLICA_GRANTS); TLS
-    required of the account itself too (REQUIRE SSL). No other TCP account of the app's."""
-    accounts = {(user, host) for user, host, _ in cluster.db_accounts()}
-    assert len(accounts) == len(cluster.apps)
-    replication = {(REPLICATION_USER, replica.address if cluster.network.namespaces else '127.0.0.1')
-                   for replica in cluster.replicas}
+    nothing else; on a replica SELECT there and SLAVE MONITOR; TLS required of the account
+    itself too (REQUIRE SSL). No other TCP account of the app's."""
+    accounts = {(f'{APP_USER}_{app.name}', app.address) for app in cluster.apps}
+    replication = {(REPLICATION_USER, replica.address) for replica in cluster.replicas}
     for server, rights, everywhere in [(cluster.db, 'SELECT, INSERT, UPDATE, DELETE', 'USAGE'),
                                        *((replica, 'SELECT', 'SLAVE MONITOR') for replica in cluster.replicas)]:
         rows = server.sql(("SELECT user, host FROM mysql.user WHERE (user = %s OR user LIKE %s OR user = %s) "
                            "AND host <> 'localhost'", (APP_USER, APP_USER + r'\_%', REPLICATION_USER)))
-        assert set(rows) == accounts | (replication if server is cluster.db else set()), (server.base.name, rows)
+        assert set(rows) == accounts | (replication if server is cluster.db else set()), (server.name, rows)
         for user, host in accounts:
             grants = [row[0] for row in server.sql(('SHOW GRANTS FOR %s@%s', (user, host)))]
             assert len(grants) == 2, grants

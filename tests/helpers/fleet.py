@@ -1,18 +1,13 @@
-"""What the tests of booted hosts over SSH (test_fleet, test_playbook, the host crashes of
-the fault suite) share."""
-import os
-import re
+"""What the tests of booted hosts over SSH (test_fleet, test_playbook, test_server, the
+cluster's fault scenarios) share."""
 import shutil
 import ssl
-import subprocess
-import sys
-from contextlib import contextmanager
 
 import pytest
 
+from launcher.cluster import playbook, recap
 from launcher.fleet import Fleet, missing
 from launcher.machine import CACHE
-from launcher.process import ROOT
 
 
 def needs_a_fleet():
@@ -31,36 +26,12 @@ def on(fleet, name, command):
     return done.stdout.strip()
 
 
-ANSIBLE = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')  # the virtualenv's
-
-
-def play(fleet, playbook='site.yml', source=None, extra_vars=None):
-    """ansible-playbook -i INVENTORY deploy/PLAYBOOK (with the code of `source` instead of this
-    checkout, and `extra_vars`): its output and its recap, {host: {ok, changed, failed, ...}}."""
-    extra_vars = {**(extra_vars or {}), **({'wsgiapp_source': str(source)} if source else {})}
-    extra = [option for name, value in extra_vars.items() for option in ('-e', f'{name}={value}')]
-    done = subprocess.run([ANSIBLE, '-i', str(fleet.inventory), str(ROOT / 'deploy' / playbook), *extra],
-                          capture_output=True, text=True, timeout=900,
-                          env={**os.environ, 'ANSIBLE_CONFIG': str(ROOT / 'deploy' / 'ansible.cfg'),
-                               'ANSIBLE_NOCOLOR': '1'})
+def play(fleet, name='site.yml', source=None, extra_vars=None):
+    """ansible-playbook -i INVENTORY deploy/NAME (with the code of `source` instead of this
+    checkout, and `extra_vars`), which must succeed: its output and its recap."""
+    done = playbook(fleet.inventory, name, source, extra_vars)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
-    recap = done.stdout.split('PLAY RECAP')[1]
-    return done.stdout, {line.split()[0]: {key: int(value) for key, value in re.findall(r'(\w+)=(\d+)', line)}
-                         for line in recap.splitlines()[1:] if ':' in line}
-
-
-@contextmanager
-def provisioned_fleet(tmp_path_factory, apps=2, replicas=1):
-    """A fleet (an edge, `apps` app hosts, a primary, `replicas` replicas) booted and provisioned
-    by deploy/site.yml, whose first run's (output, recap) is `first_run`; removed afterwards."""
-    needs_a_fleet()
-    fleet = Fleet(tmp_path_factory.mktemp('hosts'), apps=apps, replicas=replicas)
-    try:
-        fleet.up()
-        fleet.first_run = play(fleet)
-        yield fleet
-    finally:
-        fleet.down()
+    return done.stdout, recap(done.stdout)
 
 
 def secret(fleet, name):

@@ -1,9 +1,14 @@
 """The fault suite's means: a steady, bounded load, one report row per scenario (gathered
-into tests/faults/results/latest.md by `make faults`), and where the edge sent each request."""
+into tests/faults/results/latest.md by `make faults`), where the edge sent each request, and
+writers that must not lose or double a write."""
+import http.client
+import json
 import os
 import threading
 import time
+import uuid
 from collections import Counter
+from urllib.parse import urlsplit
 
 from launcher.wait import TimedOut, wait_for
 from tests.helpers.web import call
@@ -82,3 +87,65 @@ def served_by(cluster, request_ids, seconds=2):
         return wanted <= set(found)
     first_within(all_logged, seconds, 'the edge to log every request')
     return found
+
+
+def bearer(cluster):
+    """The API token's header: writes need it, and it makes a read private to the edge's
+    micro-cache, so that it reaches an app host, as an API client's reads do."""
+    return {'Authorization': f'Bearer {cluster.token()}'}
+
+
+class Writer(threading.Thread):
+    """Creates items with an Idempotency-Key each, retrying one until it is answered, as a
+    client that must not lose or double a write does. With lose=True every fifth write's
+    first answer is lost on purpose: the request is sent, the row appears on the primary,
+    the connection is dropped unread."""
+
+    def __init__(self, cluster, label, seconds, retry=True, lose=False):
+        super().__init__()
+        self.cluster, self.label, self.seconds, self.retry, self.lose = cluster, label, seconds, retry, lose
+        self.acked, self.statuses, self.retries, self.replayed, self.lost = {}, [], 0, 0, 0
+        self.stop = threading.Event()
+
+    def run(self):
+        headers = {**bearer(self.cluster), 'Content-Type': 'application/json'}
+        deadline, n = time.monotonic() + self.seconds, 0
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            n += 1
+            name = f'{self.label}-{n}'
+            body = json.dumps({'name': name, 'email': f'{name}@x.test'})
+            key = {'Idempotency-Key': uuid.uuid4().hex}
+            if n % 5 == 0 and self.lose:
+                self.lose_answer(body, {**headers, **key}, name)
+            for _ in range(50 if self.retry else 1):
+                status, answer_headers, answer = call(self.cluster, 'POST', '/api/admins', body, {**headers, **key})
+                self.statuses.append(status)
+                if status == 201:
+                    self.acked[name] = json.loads(answer)['id']
+                    self.replayed += answer_headers.get('Idempotent-Replayed') == 'true'
+                    break
+                if status not in ('error', 409, 502, 503, 504):
+                    break  # a refusal a retry cannot change: counted, and the test fails on it
+                self.retries += 1
+                time.sleep(0.1)
+
+    def lose_answer(self, body, headers, name):
+        where = urlsplit(self.cluster.url)
+        connection = http.client.HTTPSConnection(where.hostname, where.port, timeout=10,
+                                                 context=self.cluster.ssl_context())
+        connection.request('POST', '/api/admins', body=body, headers=headers)
+        committed = first_within(lambda: self.cluster.db.sql(('SELECT 1 FROM vc_admin WHERE name = %s', (name,)),
+                                                             database='wsgiapp'), 5, f'{name} to be committed')
+        connection.close()  # the answer is never read: lost on the way, after the commit
+        # Only an answer lost after its commit must come back as a replay; a request that
+        # died with the host it reached (never committed) is created by the retry, once.
+        self.lost += bool(committed)
+
+
+def written(cluster, writers, prefix):
+    """(what the writers were acknowledged, {name: id}; the rows the primary has, {name: id};
+    how many names it has more than once)."""
+    rows = cluster.db.sql(("SELECT name, id FROM vc_admin WHERE name LIKE %s", (prefix + '-%',)), database='wsgiapp')
+    acked = {name: id_ for writer in writers for name, id_ in writer.acked.items()}
+    names = [name for name, _ in rows]
+    return acked, dict(rows), len(names) - len(set(names))

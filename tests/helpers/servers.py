@@ -1,25 +1,13 @@
 """Where the tests' own servers live, what they need, and SQL as the database's administrator."""
-import os
 import uuid
-
-import pytest
 
 from launcher.process import ROOT
 
 TOKEN = 's3cret-token'  # the API token of the applications the fixtures build
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason='network namespaces need root')
-
-
 def new_base():
     """A directory of its own under var/ for a stack the tests start."""
     return ROOT / 'var' / f'test-{uuid.uuid4().hex[:8]}'
-
-
-def needs_namespaces(cluster):
-    """For a scenario that cuts a host's link or adds a host of its own: not on loopback."""
-    if not cluster.network.namespaces:
-        pytest.skip('needs the network namespaces (root)')
 
 
 def admin_session(connect_kwargs):
