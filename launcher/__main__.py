@@ -58,7 +58,7 @@ def cluster(args):
     from launcher.fleet import missing
     if missing() and args.action in ('cluster-up', 'cluster-deploy'):
         # One line: the single server (make run) needs none of this.
-        print(f'make {args.action.replace("-up", "")}: {missing()}, to boot its hosts as containers; '
+        print(f'make {args.action.replace("-up", "")} {missing()} (containers); '
               'make run serves on this machine without root', file=sys.stderr)
         return 1
     hosts = Cluster(args.var, apps=args.apps, replicas=args.replicas)

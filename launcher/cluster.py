@@ -227,7 +227,7 @@ class Cluster:
         """Boot the hosts that do not run (and remove those beyond this size), then provision
         every host with deploy/site.yml; a second run changes nothing."""
         if missing():
-            raise RuntimeError(missing())
+            raise RuntimeError(f'the cluster {missing()}')
         self.fleet.up()
         self.provision('site.yml', capture=capture)
         self.save()

@@ -40,7 +40,7 @@ from launcher.machine import WHEELHOUSE, Machine, image
 from launcher.network import Network
 from launcher.process import ROOT, binary, say
 
-NEEDS = 'the fleet needs root and systemd-nspawn (apt-get install systemd-container)'
+NEEDS = 'needs root and systemd-nspawn (apt-get install systemd-container) to boot its hosts'
 
 
 def missing():
@@ -111,7 +111,7 @@ class Fleet:
         it, and write the inventory, known_hosts and hosts.json; then check that SSH reaches
         every host. Running hosts are left alone (their /etc/hosts updated if the fleet changed)."""
         if missing():
-            raise RuntimeError(missing())
+            raise RuntimeError(f'the fleet {missing()}')
         image('fleet')  # once, before the boots in parallel would each wait for its lock
         wanted = self.names()
         failures = self._parallel(self.remove, [name for name in self.present() if name not in wanted])
@@ -331,7 +331,7 @@ def main(argv=None):
         parser.error(str(error))
     if args.action == 'up':
         if missing():
-            print(missing(), file=sys.stderr)
+            print(f'the fleet {missing()}', file=sys.stderr)
             return 1
         try:
             fleet.up()

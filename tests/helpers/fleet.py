@@ -14,7 +14,7 @@ def needs_a_fleet():
     """Skip unless this machine can boot a fleet: root, systemd-nspawn, and an image or the
     means to build one."""
     if missing():
-        pytest.skip(missing())
+        pytest.skip(f'the fleet {missing()}')
     if not shutil.which('debootstrap') and not any(CACHE.glob('base-*')):
         pytest.skip('debootstrap is missing and no image is cached (apt-get install debootstrap)')
 
