@@ -242,9 +242,10 @@ class Cluster:
                                + (f':\n{output}' if capture else ''))
         return recap(self.last_run.stdout) if capture else None
 
-    def deploy(self, source=ROOT, capture=True):
-        """The code of `source` onto every app host, one at a time (deploy/rolling.yml)."""
-        recap_ = self.provision('rolling.yml', source=source if source != ROOT else None, capture=capture)
+    def deploy(self, source=None, capture=True):
+        """The code of checkout `source` (this one by default) onto every app host, one at a
+        time (deploy/rolling.yml)."""
+        recap_ = self.provision('rolling.yml', source=source, capture=capture)
         self.save()
         return recap_
 

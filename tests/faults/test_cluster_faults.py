@@ -30,7 +30,7 @@ from launcher.process import ROOT
 from launcher.tls import Authority
 from tests.faults.intruder import ask, client_context, request
 from tests.helpers.fleet import play
-from tests.helpers.load import Load, Writer, bearer, first_within, report, served_by, written
+from tests.helpers.load import Load, Writer, bearer, first_within, reads, report, served_by, written
 from tests.helpers.web import call
 from wsgiapp.version import code_version
 
@@ -41,17 +41,11 @@ RESTART_SEC = 2.0       # conf/systemd/wsgiapp.service: a uwsgi that died is sta
 READS = ['/api/admins', '/api/admins?limit=2', '/admins', '/']
 
 
-def reads(cluster):
-    """request(n) for Load: reads that reach an app host."""
-    headers = bearer(cluster)
-    return lambda n: ('GET', READS[hash(n) % len(READS)], None, headers)
-
-
 def test_a_an_app_host_killed(cluster):
     app = cluster.apps[0]
     prefix = f'kill-{uuid.uuid4().hex[:6]}'
     writers = [Writer(cluster, f'{prefix}-w{n}', seconds=12, lose=True) for n in range(2)]
-    with Load(cluster, reads(cluster), threads=4, seconds=30) as load:
+    with Load(cluster, reads(cluster, READS), threads=4, seconds=30) as load:
         for writer in writers:
             writer.start()
         time.sleep(2)
@@ -79,7 +73,7 @@ def test_a_an_app_host_killed(cluster):
 @pytest.mark.slow
 def test_b_an_app_host_partitioned(cluster):
     app = cluster.apps[1]
-    with Load(cluster, reads(cluster), threads=4, seconds=40) as load:
+    with Load(cluster, reads(cluster, READS), threads=4, seconds=40) as load:
         time.sleep(1)
         cluster.network.partition(app.name)
         cut = time.monotonic()
@@ -133,7 +127,7 @@ def test_c_a_rolling_deploy_under_load(cluster, tmp_path):
     assert {app.version() for app in cluster.apps} == {old} != {new}
     prefix = f'deploy-{uuid.uuid4().hex[:6]}'
     writer = Writer(cluster, prefix, seconds=300, retry=False)  # a write that fails is a failed request
-    with Load(cluster, reads(cluster), threads=4, seconds=300) as load:
+    with Load(cluster, reads(cluster, READS), threads=4, seconds=300) as load:
         writer.start()
         time.sleep(1)
         started = time.monotonic()
@@ -170,7 +164,7 @@ def test_c_a_rolling_deploy_under_load(cluster, tmp_path):
 
 
 def throughput(cluster, seconds=3):
-    with Load(cluster, reads(cluster), threads=4, seconds=seconds) as load:
+    with Load(cluster, reads(cluster, READS), threads=4, seconds=seconds) as load:
         time.sleep(seconds)
     return sum(1 for status in load.statuses() if status == 200) / seconds
 

@@ -17,16 +17,11 @@ import pytest
 
 from launcher.wait import wait_for
 from tests.helpers.fleet import on, play
-from tests.helpers.load import Load, Writer, bearer, first_within, report, served_by, written
+from tests.helpers.load import Load, Writer, bearer, first_within, reads, report, served_by, written
 from tests.helpers.web import call
 
 pytestmark = [pytest.mark.faults, pytest.mark.server]
 READS = ['/api/admins', '/api/admins?limit=2', '/admins', '/']
-
-
-def reads(cluster):
-    headers = bearer(cluster)
-    return lambda n: ('GET', READS[hash(n) % len(READS)], None, headers)
 
 
 def read_sources(cluster, answers):
@@ -53,7 +48,7 @@ def test_m_an_app_host_crashes(cluster):
     app, fleet = cluster.apps[0], cluster.fleet
     prefix = f'crash-{uuid.uuid4().hex[:6]}'
     writers = [Writer(cluster, f'{prefix}-w{n}', seconds=40) for n in range(2)]
-    with Load(cluster, reads(cluster), threads=4, seconds=60) as load:
+    with Load(cluster, reads(cluster, READS), threads=4, seconds=60) as load:
         for writer in writers:
             writer.start()
         time.sleep(2)
@@ -86,7 +81,7 @@ def test_m_an_app_host_crashes(cluster):
 
 def test_n_the_replica_crashes(cluster):
     replica, fleet = cluster.replicas[0], cluster.fleet
-    with Load(cluster, reads(cluster), threads=4, seconds=60) as load:
+    with Load(cluster, reads(cluster, READS), threads=4, seconds=60) as load:
         time.sleep(2)
         replica.crash()
         down = time.monotonic()

@@ -25,7 +25,7 @@ import pytest
 from launcher import replication
 from launcher.cluster import kill_program
 from launcher.wait import wait_for
-from tests.helpers.load import Load, first_within, report, served_by
+from tests.helpers.load import Load, first_within, reads, report, served_by
 from tests.helpers.servers import admin_session
 from tests.helpers.web import call
 
@@ -37,11 +37,6 @@ READS = ['/api/admins', '/api/admins?limit=2', '/admins', '/api/admins/1']
 
 def headers(cluster, **more):
     return {'Authorization': f'Bearer {cluster.token()}', **more}
-
-
-def reads(cluster):
-    given = headers(cluster)
-    return lambda n: ('GET', READS[hash(n) % len(READS)], None, given)
 
 
 def sources(cluster, answers):
@@ -84,7 +79,7 @@ def back_on_replica(cluster, load, since, seconds=15):
 def test_f_the_replica_killed(cluster):
     replica = cluster.replicas[0]
     caught_up(cluster)
-    with Load(cluster, reads(cluster), threads=4, seconds=40) as load:
+    with Load(cluster, reads(cluster, READS), threads=4, seconds=40) as load:
         time.sleep(2)
         killed, down = kill(replica), time.monotonic()
         started_again(replica, killed)
@@ -103,7 +98,7 @@ def test_f_the_replica_killed(cluster):
 @pytest.mark.slow
 def test_g_the_replica_partitioned(cluster):
     caught_up(cluster)
-    with Load(cluster, reads(cluster), threads=4, seconds=40) as load:
+    with Load(cluster, reads(cluster, READS), threads=4, seconds=40) as load:
         time.sleep(2)
         cluster.network.partition('db2')
         cut = time.monotonic()
@@ -239,7 +234,7 @@ def test_j_the_primary_killed_under_reads_and_writes(cluster):
             time.sleep(0.05)
     stop = threading.Event()
     thread = threading.Thread(target=writer, args=(stop,))
-    with Load(cluster, reads(cluster), threads=4, seconds=40) as load:
+    with Load(cluster, reads(cluster, READS), threads=4, seconds=40) as load:
         thread.start()
         time.sleep(2)
         killed, down = kill(cluster.db), time.monotonic()

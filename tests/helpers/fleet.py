@@ -1,7 +1,6 @@
 """What the tests of booted hosts over SSH (test_fleet, test_playbook, test_server, the
 cluster's fault scenarios) share."""
 import shutil
-import ssl
 
 import pytest
 
@@ -36,17 +35,6 @@ def play(fleet, name='site.yml', source=None, extra_vars=None):
 
 def secret(fleet, name):
     return (fleet.base / 'secrets' / name).read_text().strip()
-
-
-class Edge:
-    """The fleet's edge as tests/helpers/load.py's Load reaches a stack: its URL and its CA."""
-
-    def __init__(self, fleet):
-        self.url = f'https://{fleet.address("edge1")}/'
-        self.ca = str(fleet.base / 'secrets' / 'web-ca' / 'ca.pem')
-
-    def ssl_context(self):
-        return ssl.create_default_context(cafile=self.ca)
 
 
 SINGLE_SERVER = pytest.StashKey()

@@ -95,6 +95,13 @@ def bearer(cluster):
     return {'Authorization': f'Bearer {cluster.token()}'}
 
 
+def reads(cluster, paths):
+    """request(n) for Load: GETs of `paths` in turn, with the API token, so that each reaches
+    an app host (bearer(), not the micro-cache)."""
+    headers = bearer(cluster)
+    return lambda n: ('GET', paths[hash(n) % len(paths)], None, headers)
+
+
 class Writer(threading.Thread):
     """Creates items with an Idempotency-Key each, retrying one until it is answered, as a
     client that must not lose or double a write does. With lose=True every fifth write's
