@@ -8,6 +8,7 @@ VENV ?= .venv
 VAR ?= var
 PORT ?= 8080
 TLS_PORT ?= 8443
+METRICS_PORT ?= 9117
 BIN := $(VENV)/bin
 # What a server needs (the build headers are for mysqlclient and uwsgi), then what the
 # development stack and the tests add.
@@ -87,7 +88,7 @@ clean: stop cluster-stop server-stop
 
 STACK = $(BIN)/python -m launcher
 run: venv
-	@$(STACK) up $(VAR) --port $(PORT) --tls-port $(TLS_PORT)
+	@$(STACK) up $(VAR) --port $(PORT) --tls-port $(TLS_PORT) --metrics-port $(METRICS_PORT)
 
 stop:
 	@if [ -x $(BIN)/python ]; then $(STACK) down $(VAR) --port $(PORT) --tls-port $(TLS_PORT); fi

@@ -1,4 +1,4 @@
-"""python -m launcher up|down|status|check|env|sql VAR [--port PORT] [--tls-port PORT]:
+"""python -m launcher up|down|status|check|env|sql VAR [--port PORT] [--tls-port PORT] [--metrics-port PORT]:
 the servers of `make run`, private to one directory."""
 import argparse
 import subprocess
@@ -13,6 +13,7 @@ def main(argv=None):
     parser.add_argument('var', type=Path, help='directory for data, logs, secrets and generated configs')
     parser.add_argument('--port', type=int, default=8080, help='HTTP, which redirects to HTTPS')
     parser.add_argument('--tls-port', type=int, default=8443, help='HTTPS')
+    parser.add_argument('--metrics-port', type=int, default=9117, help="the app's metrics, on 127.0.0.1")
     parser.add_argument('--apps', type=int, default=3, help='cluster: how many app hosts')
     parser.add_argument('--replicas', type=int, default=1, help='cluster: how many database replicas')
     parser.add_argument('--source', type=Path, help='cluster-deploy: the checkout to deploy (default: this one)')
@@ -21,7 +22,7 @@ def main(argv=None):
         return cluster(args)
     from launcher.single import Stack
     from wsgiapp.pool import Unavailable
-    stack = Stack(args.var, args.port, args.tls_port)
+    stack = Stack(args.var, args.port, args.tls_port, args.metrics_port)
     if args.action == 'up':
         try:
             stack.up()
@@ -31,6 +32,7 @@ def main(argv=None):
         base = stack.base
         print(f'\nready: {stack.url}/  (certificate authority: {stack.ca})\n'
               f'  curl --cacert {stack.ca} {stack.url}/admins\n'
+              f'  metrics (this host only): curl {stack.metrics_url}\n'
               f'  API token for writes: {base / "api-token"}; logs: {base}/*.log; stop: make stop', flush=True)
     elif args.action == 'down':
         stack.down()

@@ -55,11 +55,13 @@ def remove_run_dir(path):
 
 
 class Stack:
-    def __init__(self, base, port=8080, tls_port=None):
+    def __init__(self, base, port=8080, tls_port=None, metrics_port=None):
         self.base = Path(base).resolve()
         self.run_dir = run_dir_for(self.base)
         self.port = port
         self.tls_port = tls_port or free_port()
+        # The app's metrics (wsgiapp/exporter.py), on loopback only.
+        self.metrics_url = f'http://127.0.0.1:{metrics_port or free_port()}/metrics'
         self.mariadb = MariaDB(self.base)
         if os.geteuid() == 0 and not pid_alive(self.mariadb.pidfile):
             # uwsgi drops root (conf/uwsgi.ini's uid) and may not enter BASE (a checkout under
@@ -85,7 +87,8 @@ class Stack:
 
     def environ(self):
         """What systemd's EnvironmentFile= holds in production."""
-        return {'DATABASE_URL': self.mariadb.url(), 'WSGIAPP_API_TOKEN': self.token()}
+        return {'DATABASE_URL': self.mariadb.url(), 'WSGIAPP_API_TOKEN': self.token(),
+                'WSGIAPP_METRICS_LISTEN': self.metrics_url.split('/')[2]}
 
     def ssl_context(self):
         """A client context that trusts this stack's certificate authority, and only it."""

@@ -144,15 +144,17 @@ def test_a_second_make_run_does_not_bring_back_deleted_sample_rows(stack):
 
 def test_uwsgi_never_serves_as_root(stack):
     """Started as root by `make run`, uwsgi's workers, which accept and parse every request,
-    are the system user wsgiapp from their fork on (conf/uwsgi.ini's uid and gid); the
-    master keeps root only to re-execute on a reload; its socket stays 0660 for nginx's group."""
+    are the system user wsgiapp from their fork on (conf/uwsgi.ini's uid and gid), and so is
+    the metrics mule, which drops root itself; the master keeps root only to re-execute on a
+    reload; its socket stays 0660 for nginx's group."""
     import grp
     import stat
 
     from launcher import procs
     master = stack.uwsgi.pid()
     workers = procs.children(master)
-    assert len(workers) == 2
+    assert sorted(' '.join(process.cmdline()).split('uWSGI ')[-1] for process in workers) == [
+        'mule 1', 'worker 1', 'worker 2']
     for process in workers:
         assert 0 not in process.uids() and 0 not in process.gids(), (process.pid, process.uids())
     mode = stack.uwsgi.socket.stat()

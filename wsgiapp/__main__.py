@@ -1,4 +1,4 @@
-"""python -m wsgiapp serve | initdb [--sample] | check | token"""
+"""python -m wsgiapp serve | initdb [--sample] | check | token | metrics"""
 import argparse
 import os
 import sys
@@ -46,6 +46,11 @@ def check(args):
 
 
 
+def serve_metrics(args):
+    from wsgiapp import exporter
+    exporter.main(args)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='python -m wsgiapp', description=__doc__)
     commands = parser.add_subparsers(dest='command', required=True)
@@ -62,6 +67,10 @@ def main(argv=None):
     check_parser.set_defaults(run=check)
     token_parser = commands.add_parser('token', help='print a new random API token for WSGIAPP_API_TOKEN')
     token_parser.set_defaults(run=token)
+    metrics_parser = commands.add_parser('metrics', help="serve the app's metrics for Prometheus")
+    metrics_parser.add_argument('--listen', default=os.environ.get('WSGIAPP_METRICS_LISTEN', '127.0.0.1:9117'),
+                                help='HOST:PORT (WSGIAPP_METRICS_LISTEN; default 127.0.0.1:9117)')
+    metrics_parser.set_defaults(run=serve_metrics)
     args = parser.parse_args(argv)
     args.run(args)
 

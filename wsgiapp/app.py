@@ -16,7 +16,7 @@ from email.utils import formatdate
 if __package__ in (None, ''):  # loaded by path, as uwsgi's wsgi-file does: find the package beside it
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from wsgiapp import config, db, pages, routing  # noqa: E402
+from wsgiapp import config, db, metrics, pages, routing  # noqa: E402
 from wsgiapp.http import (  # noqa: E402
     NO_STORE,
     PRIVATE,
@@ -120,6 +120,8 @@ class Application:
         # the background, and stale-if-error seconds more while the app cannot answer.
         self.cache_control = ('Cache-Control', f'public, max-age=0, s-maxage={settings.cache_seconds}, '
                                                f'stale-while-revalidate=1, stale-if-error={settings.stale_if_error}')
+        # Before the database: uwsgi's master empties the metrics directory here, before it forks.
+        self.metrics = metrics.configure(settings.metrics_dir)
         self.database = db.Database(settings)
         self.router = routing.build(Views(settings, self.database))
         # Shared by a worker's threads: an entry is a function of its key, so a race between
@@ -128,7 +130,10 @@ class Application:
         self.kinds = {}  # content type -> Kind: the few types the code itself names
 
     def __call__(self, environ, start_response):
+        started = time.perf_counter()
+        self.metrics.add(metrics.IN_FLIGHT)
         request = Request(environ)
+        route = routing.UNMATCHED
         try:
             if request.path is None:
                 raise BadRequest('the path is not valid UTF-8')
@@ -136,8 +141,9 @@ class Application:
                 self.log(request, 'refused a uwsgi packet with UWSGI_* control variables: '
                                   'something other than nginx can reach the socket')
                 raise BadRequest('this request did not come through the web server')
-            handler, args = self.router.resolve(request.method, request.path)
-            response = handler(request, *args)
+            found, args = self.router.match(request.path)
+            route = found.label
+            response = found.handler(request.method)(request, *args)
         except HTTPError as error:
             response = self.error(request, error)
         except Unavailable as error:
@@ -145,7 +151,9 @@ class Application:
         except Exception:
             self.log(request, 'unexpected error\n' + traceback.format_exc())
             response = self.error(request, HTTPError('internal server error; see the server log'))
-        return self.send(request, response, start_response)
+        status, body = self.send(request, response, start_response)
+        self.metrics.request(route, request.method, status, time.perf_counter() - started)
+        return body
 
     def unavailable(self, request, error):
         if self.settings.database is None:
@@ -165,7 +173,8 @@ class Application:
         return html(pages.error(error.status, reason, error.message), error.status, error.headers)
 
     def send(self, request, response, start_response):
-        """Bytes, an exact Content-Length and the common headers, for every response (cf. Bottle's _cast)."""
+        """Bytes, an exact Content-Length and the common headers, for every response (cf.
+        Bottle's _cast): (the status sent, the body's iterable)."""
         body = response.body
         if isinstance(body, str):
             body = body.encode('utf-8')
@@ -209,7 +218,7 @@ class Application:
             headers.append(VARY)
         headers.extend(response.headers)
         start_response(STATUS_LINES[status], headers)
-        return [] if request.method == 'HEAD' or not body else [body]
+        return status, [] if request.method == 'HEAD' or not body else [body]
 
     @staticmethod
     def log(request, message):

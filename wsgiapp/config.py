@@ -30,6 +30,8 @@ class Settings:
     # Signs consistency tokens (token_key() below); None: no token is trusted. Derived from
     # the secrets above or WSGIAPP_TOKEN_SECRET, so neither compared nor shown (__repr__).
     token_key: Optional[bytes] = field(default=None, compare=False)
+    # Where each uwsgi worker keeps its metrics (wsgiapp/metrics.py); None: no metrics.
+    metrics_dir: Optional[str] = None
 
     def __repr__(self):  # never show the password or the token, e.g. in a traceback
         return (f'Settings(database={"set" if self.database else None}, '
@@ -239,6 +241,7 @@ def from_environ(environ=None):
         replica_databases=replica_urls(environ.get('DATABASE_REPLICA_URL', '')),
         api_token=environ.get('WSGIAPP_API_TOKEN') or None,
         token_key=token_key(environ),
+        metrics_dir=environ.get('WSGIAPP_METRICS_DIR') or None,
         **{field: number(environ, name) for name, (field, *_) in NUMBERS.items()},
     )
 

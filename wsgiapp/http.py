@@ -9,6 +9,8 @@ from email.utils import formatdate
 from http import HTTPStatus
 from urllib.parse import parse_qs
 
+from wsgiapp import metrics
+
 NO_STORE = ('Cache-Control', 'no-store')  # for answers no cache may keep
 # For a read that carries a credential or a consistency token (Request.private): for this
 # client only, kept by no cache, shared or not.
@@ -21,6 +23,9 @@ _KEY = re.compile(r'[\x21-\x7e]+')  # printable ASCII, no space
 _REQUEST_ID = re.compile(r'[A-Za-z0-9._:-]{1,128}')
 
 
+# Writes refused for their bearer token, by why (metrics).
+REFUSED = {reason: metrics.sample('wsgiapp_credentials_refused_total', reason=reason)
+           for reason in ('missing', 'wrong', 'limited')}
 _now = [0, '']  # (second, its HTTP date): formatted once a second, not per response
 
 
@@ -191,10 +196,16 @@ class Request:
         scheme, _, given = self.environ.get('HTTP_AUTHORIZATION', '').strip().partition(' ')
         given = given.strip()
         if scheme.lower() != 'bearer' or not given:
+            metrics.recorder.add(REFUSED['missing'])
             raise Unauthorized('this request needs an Authorization: Bearer token')
         address = self.environ.get('REMOTE_ADDR', '')
-        failures.check(address)
+        try:
+            failures.check(address)
+        except TooManyRequests:
+            metrics.recorder.add(REFUSED['limited'])
+            raise
         if not hmac.compare_digest(given.encode('latin-1', 'replace'), token.encode('utf-8')):
+            metrics.recorder.add(REFUSED['wrong'])
             failures.add(address)
             raise Unauthorized('the bearer token is not valid', error='invalid_token')
 

@@ -9,10 +9,14 @@ is found when a statement fails, and only a statement whose outcome is known run
 import os
 import queue
 import threading
+import time
 from contextlib import contextmanager, suppress
 from typing import Any, NamedTuple, Optional
 
 import MySQLdb
+
+from wsgiapp import metrics
+from wsgiapp.metrics import sample
 
 # Server gone away, lost connection during query, killed, closed for inactivity.
 CONNECTION_LOST = {2006, 2013, 2055, 1927, 4031}
@@ -69,8 +73,15 @@ class Pool:
     cheaper than a threading.Semaphore), then the most recently used idle connection, or
     opens one. list.append and list.pop are atomic, so the idle list needs no lock."""
 
-    def __init__(self, size, timeout, connect):
+    def __init__(self, size, timeout, connect, name='primary'):
         self._connect = connect
+        # The metrics of this pool, by the name of its server (wsgiapp/metrics.py).
+        self._in_use = sample('wsgiapp_pool_connections_in_use', server=name)
+        self._waits = sample('wsgiapp_pool_waits_total', server=name)
+        self._wait_seconds = sample('wsgiapp_pool_wait_seconds_total', server=name)
+        self._timeouts = sample('wsgiapp_pool_timeouts_total', server=name)
+        self._errors = {kind: sample('wsgiapp_database_errors_total', server=name, kind=kind)
+                        for kind in ('connect', 'lost', 'other')}
         self._timeout = timeout
         self._tokens = queue.SimpleQueue()
         for _ in range(size):
@@ -79,29 +90,49 @@ class Pool:
 
     def acquire(self, fresh=False):
         """A connection: an idle one, or with `fresh` (or none idle) a new one."""
+        recorder = metrics.recorder
         try:
-            self._tokens.get(timeout=self._timeout)
-        except queue.Empty:
-            raise Unavailable('no database connection became free in time (pool exhausted)') from None
+            self._tokens.get(block=False)
+        except queue.Empty:  # every connection is taken: wait, and count the wait
+            recorder.add(self._waits)
+            started = time.perf_counter()
+            try:
+                self._tokens.get(timeout=self._timeout)
+            except queue.Empty:
+                recorder.add(self._timeouts)
+                raise Unavailable('no database connection became free in time (pool exhausted)') from None
+            finally:
+                recorder.add(self._wait_seconds, time.perf_counter() - started)
+        con = None
         if not fresh:
             with suppress(IndexError):
-                return self._idle.pop()
-        try:
-            return self._connect()
-        except BaseException as error:
-            self._tokens.put(True)
-            if isinstance(error, UNAVAILABLE):
-                raise Unavailable(describe(error)) from error
-            raise
+                con = self._idle.pop()
+        if con is None:
+            try:
+                con = self._connect()
+            except BaseException as error:
+                self._tokens.put(True)
+                if isinstance(error, UNAVAILABLE):
+                    recorder.add(self._errors['connect'])
+                    raise Unavailable(describe(error)) from error
+                raise
+        recorder.add(self._in_use)
+        return con
 
     def release(self, con):
+        metrics.recorder.add(self._in_use, -1.0)
         self._idle.append(con)
         self._tokens.put(True)
 
     def discard(self, con):
+        metrics.recorder.add(self._in_use, -1.0)
         with suppress(Exception):
             con.close()
         self._tokens.put(True)
+
+    def failed(self, error):
+        """Count a statement's failure: its connection lost, or another database error."""
+        metrics.recorder.add(self._errors['lost' if connection_lost(error) else 'other'])
 
     def drop_idle(self):
         """Close every idle connection: after a server restart none of them works."""
@@ -123,6 +154,7 @@ class ServerPool:
 
     def __init__(self, name, settings, connect_args, retry_lost=True, timeouts=None):
         self.name, self.settings, self.connect_args = name, settings, connect_args
+        self._reads = sample('wsgiapp_reads_total', server=name)
         self.timeouts = timeouts or {}  # connect() overrides: a replica's reads give up sooner
         # Whether a statement that lost its connection runs once more on a fresh one: not on
         # a replica, where the primary is the better second try.
@@ -142,7 +174,7 @@ class ServerPool:
                         self._abandoned.append(self._pool)
                     kwargs = connect_kwargs(self.settings, self.connect_args, **self.timeouts)
                     self._pool = Pool(self.settings.pool_size, self.settings.pool_timeout,
-                                      lambda: MySQLdb.connect(**kwargs))
+                                      lambda: MySQLdb.connect(**kwargs), self.name)
                     self._pid = os.getpid()
         return self._pool
 
@@ -170,6 +202,7 @@ class ServerPool:
                 return pool, con, first_step(con)
             except UNAVAILABLE as error:
                 pool.discard(con)
+                pool.failed(error)
                 lost = connection_lost(error)
                 if lost:
                     pool.drop_idle()
@@ -193,7 +226,10 @@ class ServerPool:
             return cursor.fetchall()
         pool, con, rows = self.checkout(run)
         pool.release(con)
-        return None if rows is None else Read(rows, self.name)
+        if rows is None:
+            return None
+        metrics.recorder.add(self._reads)
+        return Read(rows, self.name)
 
     def transaction(self, work, token_of=None):
         """work(cursor) in one transaction (BEGIN ... COMMIT), rolled back if it raises:
@@ -216,6 +252,7 @@ class ServerPool:
             raise
         except UNAVAILABLE as error:
             pool.discard(con)
+            pool.failed(error)
             raise Unavailable(describe(error)) from error
         except BaseException:
             pool.discard(con)

@@ -15,6 +15,8 @@ from contextlib import suppress
 
 import MySQLdb
 
+from wsgiapp import metrics
+from wsgiapp.metrics import sample
 from wsgiapp.pool import ServerPool, Unavailable, connect_kwargs
 
 GTID = re.compile(r'([0-9]{1,10})-([0-9]{1,10})-([0-9]{1,20})')  # ASCII digits only: \d takes any script's
@@ -84,6 +86,13 @@ def commit_position(cursor, con):
     return last if wrote and last else everything
 
 
+# Reads with a consistency token: answered by a replica that caught up, by the primary after
+# the replicas did not in time, or at once (a token not issued here; every wait slot taken).
+TOKEN_OUTCOMES = {outcome: sample('wsgiapp_consistency_waits_total', outcome=outcome)
+                  for outcome in ('caught_up', 'timed_out', 'unverified', 'no_wait_free')}
+FALLBACK = 'wsgiapp_read_fallbacks_total'
+
+
 def threads(settings):
     """The threads a process serves requests with: uwsgi's `threads`, at most the pool's size."""
     try:
@@ -143,6 +152,7 @@ class ReadRouter:
                 return server.read(sql, args)
             except Unavailable as error:
                 problem = error
+                metrics.recorder.add(FALLBACK)
                 if server is not self.primary:
                     self.monitor.failed(server)
         raise problem
@@ -150,18 +160,26 @@ class ReadRouter:
     def _read_written(self, sql, args, position):
         """On the first applying replica that reaches `position` in time, else on the primary;
         on the primary at once when no wait is free (self.waiters)."""
-        if position and self.waiters.acquire(blocking=False):
+        recorder = metrics.recorder
+        if not position:
+            recorder.add(TOKEN_OUTCOMES['unverified'])
+        elif self.waiters.acquire(blocking=False):
             try:
                 for replica in self.monitor.applying():
                     try:
                         read = replica.read(sql, args, position, self.settings.replica_wait)
                     except Unavailable:
+                        recorder.add(FALLBACK)
                         self.monitor.failed(replica)
                         continue
                     if read is not None:
+                        recorder.add(TOKEN_OUTCOMES['caught_up'])
                         return read
             finally:
                 self.waiters.release()
+            recorder.add(TOKEN_OUTCOMES['timed_out'])
+        else:
+            recorder.add(TOKEN_OUTCOMES['no_wait_free'])
         return self.primary.read(sql, args)
 
 

@@ -8,7 +8,7 @@ import unicodedata
 
 import MySQLdb
 
-from wsgiapp import pages
+from wsgiapp import metrics, pages
 from wsgiapp.admins import Admins, DuplicateName, KeyInProgress, KeyReused, as_item
 from wsgiapp.failed_tokens import FailedTokens
 from wsgiapp.http import (
@@ -151,6 +151,8 @@ class Views:
         except KeyReused:
             raise UnprocessableEntity('this Idempotency-Key was used with a different request body') from None
         status, item, location, replayed = written.result
+        if replayed:
+            metrics.recorder.add('wsgiapp_idempotent_replays_total')
         return json_response(item, status, [('Location', location), *self._written(written)]
                              + ([('Idempotent-Replayed', 'true')] if replayed else []))
 

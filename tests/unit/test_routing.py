@@ -103,7 +103,8 @@ def test_wrong_method_is_405_with_allow(router, method, path, allow):
 
 def test_exact_paths_win_and_patterns_are_tried_in_order():
     first, second, exact = handler('first'), handler('second'), handler('exact')
-    router = Router({'/x/1': Route(GET=exact)}, [(r'/x/([0-9])', Route(GET=first)), (r'/x/(.)', Route(GET=second))])
+    router = Router({'/x/1': Route(GET=exact)},
+                    [(r'/x/([0-9])', '/x/{digit}', Route(GET=first)), (r'/x/(.)', '/x/{any}', Route(GET=second))])
     assert resolved(router, 'GET', '/x/1') == ('exact', ())
     assert resolved(router, 'GET', '/x/2') == ('first', ('2',))
     assert resolved(router, 'GET', '/x/y') == ('second', ('y',))
@@ -112,7 +113,7 @@ def test_exact_paths_win_and_patterns_are_tried_in_order():
     with pytest.raises(NotFound):
         router.resolve('GET', '/y/x/2')
     with pytest.raises(MethodNotAllowed):  # the first matching pattern decides, even without the method
-        Router({}, [(r'/(.)', Route(POST=first)), (r'/(.)', Route(GET=second))]).resolve('GET', '/a')
+        Router({}, [(r'/(.)', '/{a}', Route(POST=first)), (r'/(.)', '/{b}', Route(GET=second))]).resolve('GET', '/a')
 
 
 @pytest.mark.parametrize('path, kind', [
@@ -124,3 +125,17 @@ def test_exact_paths_win_and_patterns_are_tried_in_order():
 ])
 def test_kind_of_says_how_errors_are_written(path, kind):
     assert routing.kind_of(path) == kind
+
+
+@pytest.mark.parametrize('path, label', [
+    ('/', '/'), ('/api/admins', '/api/admins'), ('/api/admins/42', '/api/admins/{id}'),
+    ('/api/admins/7', '/api/admins/{id}'), ('/alice', '/{name}'), ('/bob', '/{name}'),
+])
+def test_each_route_has_a_label_that_never_holds_the_raw_path(router, path, label):
+    route, _ = router.match(path)
+    assert route.label == label
+
+
+def test_metrics_is_never_a_name_page(router):
+    with pytest.raises(NotFound):
+        router.match('/metrics')
