@@ -13,9 +13,13 @@ BIN := $(VENV)/bin
 # What a server needs (the build headers are for mysqlclient and uwsgi), then what the
 # development stack and the tests add.
 SERVER_PACKAGES := mariadb-client libmariadb-dev pkg-config gcc python3-dev python3-venv openssl
-DEBIAN_PACKAGES := $(SERVER_PACKAGES) mariadb-server nginx chromium wrk iproute2 systemd-container debootstrap
+# Prometheus and an exporter per part, for `make monitor` (promtool tests the alert rules).
+MONITOR_PACKAGES := prometheus prometheus-nginx-exporter prometheus-mysqld-exporter prometheus-node-exporter \
+                    prometheus-blackbox-exporter
+DEBIAN_PACKAGES := $(SERVER_PACKAGES) mariadb-server nginx chromium wrk iproute2 systemd-container debootstrap \
+                   $(MONITOR_PACKAGES)
 
-.PHONY: all deps venv install run stop status check env sql lint test test-unit docs mutation faults bench clean \
+.PHONY: all deps venv install run monitor stop status check env sql lint test test-unit docs mutation faults bench clean \
         server server-stop \
         cluster cluster-status cluster-deploy cluster-stop
 all: run
@@ -89,6 +93,9 @@ clean: stop cluster-stop server-stop
 STACK = $(BIN)/python -m launcher
 run: venv
 	@$(STACK) up $(VAR) --port $(PORT) --tls-port $(TLS_PORT) --metrics-port $(METRICS_PORT)
+
+monitor: run
+	@$(STACK) monitor-up $(VAR) --port $(PORT) --tls-port $(TLS_PORT) --metrics-port $(METRICS_PORT)
 
 stop:
 	@if [ -x $(BIN)/python ]; then $(STACK) down $(VAR) --port $(PORT) --tls-port $(TLS_PORT); fi

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m launcher", description=__doc__)
-    parser.add_argument('action', choices=['up', 'down', 'status', 'check', 'env', 'sql', 'cluster-up',
+    parser.add_argument('action', choices=['up', 'down', 'status', 'check', 'env', 'sql', 'monitor-up', 'cluster-up',
                                            'cluster-down', 'cluster-status', 'cluster-deploy'])
     parser.add_argument('var', type=Path, help='directory for data, logs, secrets and generated configs')
     parser.add_argument('--port', type=int, default=8080, help='HTTP, which redirects to HTTPS')
@@ -34,7 +34,19 @@ def main(argv=None):
               f'  curl --cacert {stack.ca} {stack.url}/admins\n'
               f'  metrics (this host only): curl {stack.metrics_url}\n'
               f'  API token for writes: {base / "api-token"}; logs: {base}/*.log; stop: make stop', flush=True)
+    elif args.action == 'monitor-up':
+        from launcher.monitor import Monitor
+        monitor = Monitor.of(stack)
+        try:
+            monitor.up()
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as error:
+            print(f'make monitor failed: {error}', file=sys.stderr)
+            return 1
+        print(f'\nPrometheus: {monitor.url}/targets  alerts: {monitor.url}/alerts  '
+              f'dashboard: {monitor.url}/consoles/wsgiapp.html\n  (all on 127.0.0.1; stop: make stop)', flush=True)
     elif args.action == 'down':
+        from launcher.monitor import Monitor
+        Monitor.of(stack).down()
         stack.down()
     elif args.action == 'check':
         return stack.check()

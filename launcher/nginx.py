@@ -58,6 +58,7 @@ class Nginx:
         self.pidfile = self.base / 'nginx.pid'
         self.error_log = self.base / 'nginx-error.log'
         self.access_log = self.base / 'nginx-access.log'
+        self.status_socket = self.run_dir / 'nginx-status.sock'  # stub_status, for `make monitor`
         self.url = f'https://{address}:{tls_port}'
         self.http_url = f'http://{address}:{port}'
 
@@ -81,7 +82,8 @@ class Nginx:
                          ('    ::1       1;\n', '    ::1       1;\n' + ''.join(f'    {a} 1;\n' for a in self.probers)),
                          ('/var/log/nginx/wsgiapp.access.log', str(self.access_log)),
                          ('/var/lib/nginx/wsgiapp-cache', str(self.run_dir / 'nginx-cache')),
-                         ('/var/log/nginx/wsgiapp.error.log', str(self.error_log))]:
+                         ('/var/log/nginx/wsgiapp.error.log', str(self.error_log)),
+                         ('unix:/run/wsgiapp-nginx-status.sock', f'unix:{self.status_socket}')]:
             if old not in site:
                 raise RuntimeError(f'conf/nginx/wsgiapp.conf no longer contains {old!r}')
             site = site.replace(old, new)
