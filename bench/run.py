@@ -15,6 +15,10 @@ and tests/test_replicas.py do), and serves wsgiapp over it twice: reading on the
 (DATABASE_URL only), then on the replica (DATABASE_REPLICA_URL too); it counts each
 mariadbd's CPU and SELECTs per request, and checks that the reads went where they should.
 
+The metrics phase serves wsgiapp with its metrics off (WSGIAPP_METRICS_DIR empty) and on
+(as shipped, scraped every 5 s as `make monitor` does), every round over both, and counts
+what they cost uwsgi and nginx per request on `/` and `/api/admins`.
+
 The scale-out phase (bench/scaleout.py) serves wsgiapp as `make run` does and through the
 cluster's edge with 1, 2 and 3 app hosts, and counts every process's CPU per request.
 """
@@ -86,6 +90,11 @@ REPLICA_ROUTE = '/api/admins'
 # malformed one ('bench') sends them to the primary. A bearer token is private to nginx as
 # well ($wsgiapp_private in conf/nginx/wsgiapp.conf), and the app ignores it on a GET.
 PAST_THE_CACHE_ANY_SERVER = ('Authorization: Bearer x',)
+# Metrics off and on, for the same app and site (docs/metrics.rst), on the cheapest route and
+# the database one.
+METRICS_CASES = {'off': {'WSGIAPP_METRICS_DIR': ''}, 'on': {}}
+METRICS_ROUTES = ('/', '/api/admins')
+SCRAPE_EVERY = 5  # seconds, as make monitor's Prometheus
 # What each mariadbd counts: the app's reads (SELECT) and the per-process replica checks of
 # its monitor (SHOW SLAVE STATUS, once a second; each check also sends the primary SELECT 1).
 DB_COUNTERS = ('Com_select', 'Com_show_slave_status')
@@ -187,7 +196,7 @@ class Bench:
         return (*self.link_ca.issue('edge-client', client=True), self.link_ca.cert)
 
     @contextmanager
-    def serve(self, peer, link='unix', databases=None, name=None):
+    def serve(self, peer, link='unix', databases=None, name=None, environ=None):
         """with serve(...) as (uwsgi, nginx): uwsgi with conf/uwsgi.ini's settings and this
         peer's module, nginx in front, joined by `link` (LINKS); reading on the bench's MariaDB,
         or as `databases` says (DATABASE_URL, DATABASE_REPLICA_URL); its files under `name`.
@@ -198,7 +207,8 @@ class Bench:
         directory = self.base / (name or (peer if link == 'unix' else f'{peer}-{link}'))
         # No replica unless asked for, even when the caller's own environment names one.
         databases = databases or {'DATABASE_URL': self.mariadb.url(tcp=True)}
-        environ = {'DATABASE_REPLICA_URL': '', **databases, 'WSGIAPP_API_TOKEN': self.token}
+        environ = {'DATABASE_REPLICA_URL': '', **databases, 'WSGIAPP_API_TOKEN': self.token,
+                   'WSGIAPP_METRICS_LISTEN': f'127.0.0.1:{free_port()}', **(environ or {})}
         upstream, edge = None, None  # None: uwsgi's unix socket
         if link in ('mtls', 'tcp'):
             address = f'127.0.0.1:{free_port()}'
@@ -225,6 +235,7 @@ class Bench:
             link_dir = directory / 'link'
             nginx.also = [AppNginx(directory / 'app-host', host, int(port), uwsgi.socket, run_dir=run_dir / 'app-host',
                                    link=(link_dir / 'app.pem', link_dir / 'app.key', link_dir / 'ca.pem'))]
+        uwsgi.metrics_listen = environ['WSGIAPP_METRICS_LISTEN']
         try:
             uwsgi.start(environ)
             for server in [*nginx.also, nginx]:
@@ -324,6 +335,34 @@ class Bench:
                     row[f'{side}_cpu_x_unix'] = row[f'{side}_cpu_us_per_request'] / base if base else None
         return table
 
+    def metrics(self):
+        """wsgiapp with metrics off and on (METRICS_CASES), every round over both, on requests
+        that reach uwsgi: {case: {route: medians}}, with the on/off ratios of CPU and req/s."""
+        self.fill(SMALL)
+        samples, scrapes = {}, []
+        for round_number in range(1, self.rounds + 1):
+            for case, environ in METRICS_CASES.items():
+                with self.serve('wsgiapp', name=f'wsgiapp-metrics-{case}', environ=environ) as (uwsgi, nginx), \
+                        Scraper(f'http://{uwsgi.metrics_listen}/metrics', case == 'on') as scraper:
+                    for route in METRICS_ROUTES:
+                        say(f'round {round_number}/{self.rounds}: metrics {case} {route}')
+                        result = self.measure('wsgiapp', uwsgi, nginx, route, route, PAST_THE_CACHE)
+                        samples.setdefault(case, {}).setdefault(route, []).append(result)
+                scrapes += scraper.took
+        table = {}
+        for case, routes in samples.items():
+            for route, runs in routes.items():
+                row = {field: statistics.median(s[field] for s in runs)
+                       for field in ('rps', 'p99_ms', 'cpu_us_per_request', 'nginx_cpu_us_per_request')}
+                row['stack_cpu_us_per_request'] = row['cpu_us_per_request'] + row['nginx_cpu_us_per_request']
+                table.setdefault(case, {})[route] = row | failures(runs)
+        for route, row in table.get('on', {}).items():
+            off = table['off'][route]
+            row['cpu_x_off'] = row['stack_cpu_us_per_request'] / off['stack_cpu_us_per_request']
+            row['rps_x_off'] = row['rps'] / off['rps']
+        table['scrape_ms_max'] = max(scrapes, default=0) * 1000
+        return table
+
     def replicas(self):
         """wsgiapp reading REPLICA_ROUTE (1k rows, past the cache) on a primary alone, then on a
         replica following it, every round over both: {case: medians}, with each mariadbd's CPU
@@ -391,6 +430,7 @@ class Bench:
         edge = self.edge() if 'wsgiapp' in self.peers else ({}, {})
         link = self.links() if 'wsgiapp' in self.peers else {}
         replica = self.replicas() if 'wsgiapp' in self.peers else {}
+        self.metrics_table = self.metrics() if 'wsgiapp' in self.peers else {}
         if deep:
             for rows in (SMALL, LARGE):
                 self.fill(rows)
@@ -408,6 +448,35 @@ class Bench:
         self.mariadb.stop()
         for run_dir in self.run_dirs:
             remove_run_dir(run_dir)
+
+
+class Scraper:
+    """with Scraper(url, on): a GET of the metrics every SCRAPE_EVERY seconds while the block
+    runs (when `on`), as Prometheus would; how long each took is in `took`."""
+
+    def __init__(self, url, on=True):
+        import threading
+        self.url, self.on, self.took = url, on, []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        import urllib.request
+        while not self.stop.wait(SCRAPE_EVERY):
+            started = time.perf_counter()
+            with urllib.request.urlopen(self.url, timeout=5) as response:
+                response.read()
+            self.took.append(time.perf_counter() - started)
+
+    def __enter__(self):
+        if self.on:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        if self.on:
+            self.thread.join()
 
 
 def failures(runs):
@@ -561,7 +630,29 @@ def replica_lines(replica):
     return lines
 
 
-def write_report(out, table, rss, scaling, edge, link, replica, info, seconds, rounds, scale=()):
+def metrics_lines(metrics):
+    """The metrics phase's table, and its targets: at most 5% more CPU per request on `/`, 3%
+    on `/api/admins` (uwsgi + nginx, on against off)."""
+    if not metrics:
+        return []
+    lines = ['', '## Metrics: off and on', '',
+             'wsgiapp with `WSGIAPP_METRICS_DIR` empty (off) and as shipped (on: each worker counts every request '
+             'in its file, the mule is scraped every 5 s), past the cache; CPU is uwsgi\'s (with its mule) plus '
+             f'nginx\'s per request. Slowest scrape while measured: {metrics["scrape_ms_max"]:.1f} ms.', '',
+             '| route | metrics | req/s | p99 ms | uwsgi + nginx CPU µs/req | CPU × off | req/s × off | target |',
+             '|---|---|---:|---:|---:|---:|---:|---|']
+    for route, limit in (('/', 1.05), ('/api/admins', 1.03)):
+        off, on = metrics['off'][route], metrics['on'][route]
+        lines.append(f'| `{route}` | off | {off["rps"]:,.0f} | {off["p99_ms"]:.2f} | '
+                     f'{off["stack_cpu_us_per_request"]:.0f} | | | |')
+        met = 'yes' if on['cpu_x_off'] <= limit else '**no**'
+        lines.append(f'| `{route}` | on | {on["rps"]:,.0f} | {on["p99_ms"]:.2f} | '
+                     f'{on["stack_cpu_us_per_request"]:.0f} | {on["cpu_x_off"]:.3f} | {on["rps_x_off"]:.3f} | '
+                     f'CPU ≤ {limit:.2f} ×: {met} |')
+    return lines
+
+
+def write_report(out, table, rss, scaling, edge, link, replica, info, seconds, rounds, scale=(), metrics=None):
     out.mkdir(parents=True, exist_ok=True)
     base_ceiling = {route: table.get(('ceiling', '/'), {}).get('rps') for route in ROUTES}
     base_ceiling['/api/admins'] = table.get(('ceiling-db', '/api/admins'), {}).get('rps')
@@ -612,6 +703,7 @@ def write_report(out, table, rss, scaling, edge, link, replica, info, seconds, r
                   f'{row["other"]:.0f} |' for c, row in overload.items()]
     lines += link_lines(link)
     lines += replica_lines(replica)
+    lines += metrics_lines(metrics)
     lines += scaleout.lines(scale)
     if scaling:
         lines += ['', '## Keyset pagination: `/api/admins?after=N/2`', '', '| rows | req/s | p50 ms | p99 ms |',
@@ -624,7 +716,7 @@ def write_report(out, table, rss, scaling, edge, link, replica, info, seconds, r
     (out / 'latest.json').write_text(json.dumps(
         {'info': info, 'rss_kib': rss, 'scaling': {str(k): v for k, v in scaling.items()},
          'edge': edge[0], 'overload': {str(k): v for k, v in edge[1].items()}, 'link': link, 'replica': replica,
-         'scaleout': list(scale),
+         'scaleout': list(scale), 'metrics': metrics or {},
          'medians': [{'peer': p, 'route': r, **v} for (p, r), v in table.items()]}, indent=1))
     chart(out / 'latest.png', table, edge[1])
 
@@ -679,7 +771,8 @@ def main(argv=None):
         bench.close()
         shutil.rmtree(base, ignore_errors=True)
     table = medians(runs)
-    write_report(args.out, table, rss, scaling, edge, link, replica, versions(), args.seconds, args.rounds, scale)
+    write_report(args.out, table, rss, scaling, edge, link, replica, versions(), args.seconds, args.rounds, scale,
+                 getattr(bench, 'metrics_table', {}))
     say(f'done in {time.monotonic() - started:.0f} s: {args.out / "latest.md"}')
     print((args.out / 'latest.md').read_text())
     astray = [case for case, row in replica.items() if not row['reads_as_expected']]

@@ -51,14 +51,16 @@ def test_the_edge_spreads_requests_over_every_app_host(cluster):
 
 def test_every_app_host_serves_through_its_own_nginx_and_uwsgi_never_as_root(cluster):
     """The link ends at each app host's nginx, which passes to uwsgi's unix socket: uwsgi
-    listens on no TCP port, and none of its processes runs as root (conf/systemd/wsgiapp.service)."""
+    speaks its protocol on no TCP port (its one TCP listener is the metrics mule's HTTP, on
+    loopback), and none of its processes runs as root (conf/systemd/wsgiapp.service)."""
     for app in cluster.apps:
         processes = app.processes('uwsgi')
-        assert len(processes) == 3  # the master and two workers
+        assert len(processes) == 4  # the master, two workers and the metrics mule
         for process in processes:
             assert 0 not in process.uids() and 0 not in process.gids(), (app.name, process.pid, process.uids())
-        listening = app.run(['ss', '-Hltnup'])
-        assert '"uwsgi"' not in listening and '"nginx"' in listening, listening
+        listening = app.run(['ss', '-Hltnup']).splitlines()
+        assert [line.split()[4] for line in listening if '"uwsgi"' in line] == ['127.0.0.1:9117'], listening
+        assert any('"nginx"' in line for line in listening), listening
         assert app.run(['stat', '-c', '%F %U', '/run/wsgiapp/uwsgi.sock']) == 'socket wsgiapp'
     # The edge's request id and the client's address, on the app host's own log line for the
     # same request.

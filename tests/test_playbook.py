@@ -68,7 +68,8 @@ def listening(fleet, name):
 def test_each_host_listens_only_where_the_docs_say(fleet):
     assert listening(fleet, 'edge1') == {('0.0.0.0', 80), ('0.0.0.0', 443)}  # the site's listen lines
     for name in fleet.groups()['app']:
-        assert listening(fleet, name) == {(fleet.address(name), 3031)}, name
+        # The link's port, and the app's metrics on loopback (uwsgi's mule: docs/metrics.rst).
+        assert listening(fleet, name) == {(fleet.address(name), 3031), ('127.0.0.1', 9117)}, name
     for name in ('db1', 'db2'):
         assert listening(fleet, name) == {(fleet.address(name), 3306)}, name
 

@@ -91,16 +91,20 @@ def listen_address(value):
     return host.strip('[]'), int(port)
 
 
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64  # http.server's 5 would refuse scrapers that arrive together
+
+
 def serve(directory, stats_socket, listen):
     """Serve until the process is stopped; while the address is taken, say so and retry."""
     while True:
         try:
-            server = ThreadingHTTPServer(listen_address(listen), handler_for(directory, stats_socket))
+            server = Server(listen_address(listen), handler_for(directory, stats_socket))
         except OSError as error:
             print(f'metrics: cannot listen on {listen}: {error}; trying again in 5 s', file=sys.stderr, flush=True)
             time.sleep(5)
             continue
-        server.daemon_threads = True
         print(f'metrics: serving {directory} on http://{listen}/metrics', file=sys.stderr, flush=True)
         server.serve_forever()
 
