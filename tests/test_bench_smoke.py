@@ -69,3 +69,11 @@ def test_bench_smoke(tmp_path):
             assert row['cpu_us']['app nginx'] > 0, (key, row)
     assert rows[('single', '/api/admins')]['cpu_us']['mariadbd'] > 0
     assert '## Scale-out' in (tmp_path / 'latest.md').read_text()
+    # Metrics off and on: both routes answered in both cases, only 2xx, and a ratio for each.
+    assert {case: set(routes) for case, routes in report['metrics'].items() if case in ('off', 'on')} == {
+        'off': {'/', '/api/admins'}, 'on': {'/', '/api/admins'}}
+    for case in ('off', 'on'):
+        for route, row in report['metrics'][case].items():
+            assert row['rps'] > 0 and row['errors'] == 0 and row['non_2xx'] == 0, (case, route, row)
+    assert all(row['cpu_x_off'] > 0 for row in report['metrics']['on'].values())
+    assert '## Metrics: off and on' in (tmp_path / 'latest.md').read_text()

@@ -71,9 +71,17 @@ def test_a_an_app_host_killed(cluster):
 
 
 @pytest.mark.slow
+# Scenario b's clients: more than the edge keeps connections to one app host. A request sent
+# on a kept connection to a host that vanished (a partition drops packets, nothing resets)
+# waits for the host; every client whose request went that way is held, and with as many
+# kept connections as clients (4 readers, 4 connections), all of them were, and nobody was
+# left to show that the other hosts serve on. With 12, some clients are held, the rest go on.
+PARTITION_READERS = 12
+
+
 def test_b_an_app_host_partitioned(cluster):
     app = cluster.apps[1]
-    with Load(cluster, reads(cluster, READS), threads=4, seconds=40) as load:
+    with Load(cluster, reads(cluster, READS), threads=PARTITION_READERS, seconds=40) as load:
         time.sleep(1)
         cluster.network.partition(app.name)
         cut = time.monotonic()
@@ -95,16 +103,17 @@ def test_b_an_app_host_partitioned(cluster):
     # for the host. Every other waited out the connect timeout once, at most.
     held = [a for a in load.answers if a[0] < healed and a[2] > CONNECT_TIMEOUT + 0.75]
     quick = sorted(a[2] for a in load.answers if cut <= a[0] < healed and a not in held)
-    report(f'b. app2 partitioned for {healed - cut:.0f} s (veth down); 4 readers', load.statuses(),
-           p50_ms=round(statistics.median(during) * 1000), p99_ms=round(during[int(len(during) * 0.99)] * 1000),
-           max_others_ms=round(quick[-1] * 1000), held_until_it_returned=len(held),
-           back_in_rotation_s=None if back is None else round(back - healed, 1))
+    report(f'b. app2 partitioned for {healed - cut:.0f} s (veth down); {PARTITION_READERS} readers',
+           load.statuses(), p50_ms=round(statistics.median(during) * 1000),
+           p99_ms=round(during[int(len(during) * 0.99)] * 1000), max_others_ms=round(quick[-1] * 1000),
+           held_until_it_returned=len(held), back_in_rotation_s=None if back is None else round(back - healed, 1))
     assert set(load.statuses()) == {200}
-    # The other hosts served meanwhile (a client held by the lost host sends nothing more).
-    assert len(quick) > 100, len(quick)
+    # The clients not held were served by the other hosts meanwhile (a held client sends
+    # nothing more until its answer).
+    assert len(held) < PARTITION_READERS and len(quick) > 100, (len(held), len(quick))
     # Held requests: at most one per client, none lost, each answered as soon as the host
     # was back.
-    assert len(held) <= 4 and all(abs(a[0] + a[2] - healed) < 1 for a in held), held
+    assert all(abs(a[0] + a[2] - healed) < 1 for a in held), held
     # nginx tries the host again fail_timeout after its last failure, and the last may be a
     # connection begun just before the return, which fails a connect timeout later.
     assert back is not None and back - healed <= FAIL_TIMEOUT + CONNECT_TIMEOUT + 0.5
