@@ -70,7 +70,6 @@ def test_a_an_app_host_killed(cluster):
     assert duplicates == 0 and rows == acked, 'every acknowledged write there exactly once'
 
 
-@pytest.mark.slow
 # Scenario b's clients: more than the edge keeps connections to one app host. A request sent
 # on a kept connection to a host that vanished (a partition drops packets, nothing resets)
 # waits for the host; every client whose request went that way is held, and with as many
@@ -79,6 +78,7 @@ def test_a_an_app_host_killed(cluster):
 PARTITION_READERS = 12
 
 
+@pytest.mark.slow
 def test_b_an_app_host_partitioned(cluster):
     app = cluster.apps[1]
     with Load(cluster, reads(cluster, READS), threads=PARTITION_READERS, seconds=40) as load:
