@@ -107,7 +107,9 @@ def test_b_an_app_host_partitioned(cluster):
     report(f'b. app2 partitioned for {healed - cut:.0f} s (veth down); {PARTITION_READERS} readers',
            load.statuses(), p50_ms=round(statistics.median(during) * 1000),
            p99_ms=round(during[int(len(during) * 0.99)] * 1000), max_others_ms=round(quick[-1] * 1000),
-           held_until_it_returned=len(held), back_in_rotation_s=None if back is None else round(back - healed, 1))
+           held_until_it_returned=len(held),
+           held_answered_after_heal_s=round(max((a[0] + a[2] - healed for a in held), default=0), 1),
+           back_in_rotation_s=None if back is None else round(back - healed, 1))
     # A read that had reached the host before it vanished lost the database with it (the
     # whole host is cut off): the app answers it 503 with Retry-After, once it can answer at
     # all; never a 502 or a 500. Every other read is a 200.
