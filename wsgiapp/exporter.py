@@ -42,7 +42,7 @@ def uwsgi_lines(stats):
     workers = stats.get('workers', [])
     states = {'busy': 0, 'idle': 0}
     for worker in workers:
-        state = 'busy' if worker.get('status') == 'busy' else 'idle' if worker.get('status') == 'idle' else 'other'
+        state = worker.get('status') if worker.get('status') in states else 'other'
         states[state] = states.get(state, 0) + 1
     lines += ['# HELP uwsgi_workers uwsgi workers by state.', '# TYPE uwsgi_workers gauge']
     lines += [f'uwsgi_workers{{state="{state}"}} {count}' for state, count in sorted(states.items())]
@@ -112,34 +112,17 @@ def serve(directory, stats_socket, listen):
 def mule():
     """uwsgi's mule: the user the workers are (uwsgi forks mules from its master, which keeps
     root under master-as-root, and drops privileges only in its workers), then serve."""
-    import uwsgi
-    drop_root(option(uwsgi.opt, 'uid'), option(uwsgi.opt, 'gid'))
+    if os.geteuid() == 0:
+        uid, gid = metrics.workers_ids()
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
     directory = os.environ.get('WSGIAPP_METRICS_DIR')
     if not directory:  # metrics off: an idle mule, so the ini needs no second form
         while True:
             signal.pause()
-    serve(directory, option(uwsgi.opt, 'stats'), os.environ.get('WSGIAPP_METRICS_LISTEN', '127.0.0.1:9117'))
-
-
-def option(opt, name):
-    """One of uwsgi's options as str (uwsgi.opt holds bytes, a list if given twice), or None."""
-    value = opt.get(name)
-    if isinstance(value, list):
-        value = value[-1]
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def drop_root(user, group):
-    """As root: become `user` and `group` (names or numbers), with no other groups."""
-    import grp
-    import pwd
-    if os.geteuid() != 0 or not user:
-        return
-    uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
-    gid = (int(group) if group.isdigit() else grp.getgrnam(group).gr_gid) if group else pwd.getpwuid(uid).pw_gid
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
+    serve(directory, metrics.uwsgi_option('stats'), os.environ.get('WSGIAPP_METRICS_LISTEN', '127.0.0.1:9117'))
 
 
 def main(args):

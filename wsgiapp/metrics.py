@@ -50,7 +50,6 @@ def sample(name, **labels):
 
 class Off:
     """What the app records into when WSGIAPP_METRICS_DIR is not set: nothing."""
-    enabled = False
 
     def add(self, key, amount=1.0):
         pass
@@ -65,7 +64,6 @@ IN_FLIGHT = 'wsgiapp_requests_in_flight'
 class Recorder:
     """This process's metrics files in `directory`, opened on first use in each process (uwsgi
     forks its workers after the app is loaded, with a raw fork())."""
-    enabled = True
 
     def __init__(self, directory, worker_id=None):
         self.directory = directory
@@ -74,7 +72,6 @@ class Recorder:
         self.pid = None
         self.slots = {}      # sample name -> slot
         self.requests = {}   # (route, method, status) -> (counter slot, duration sum and count slots)
-        self.full = False
 
     def _open(self):
         """Attach to this worker's files (a respawned worker continues its predecessor's
@@ -91,7 +88,7 @@ class Recorder:
             os.close(fd)
         self.values = memoryview(self.map).cast('d')
         self.keys = os.open(keys_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        self.slots, self.requests, self.full = {}, {}, False
+        self.slots, self.requests = {}, {}
         for slot, key in enumerate(read_keys(keys_path)):
             self.slots[key] = slot
             if HELP.get(key.partition('{')[0], ('',))[0] == 'gauge':
@@ -103,8 +100,7 @@ class Recorder:
         slot = self.slots.get(key)
         if slot is None:
             slot = len(self.slots)
-            if slot >= SLOTS:
-                self.full = True  # cannot happen with fixed labels; counted as nothing rather than fail
+            if slot >= SLOTS:  # cannot happen with fixed labels; counted as nothing rather than fail
                 return None
             self.values[slot] = 0.0
             os.write(self.keys, (key + '\n').encode('utf-8'))  # one write: appended whole
@@ -203,18 +199,31 @@ def configure(directory):
 
 def give_to_workers(directory):
     """chown the directory to the user and group uwsgi's workers drop to (uid, gid)."""
+    uid, gid = workers_ids()
+    if uid is not None:
+        os.chown(directory, uid, gid)
+
+
+def uwsgi_option(name):
+    """One of uwsgi's options as str, or None (uwsgi.opt holds bytes, a list when the option
+    is given twice)."""
+    import uwsgi
+    value = uwsgi.opt.get(name)
+    value = value[-1] if isinstance(value, list) else value
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def workers_ids():
+    """(uid, gid) of uwsgi's `uid` and `gid` options (names or numbers; gid defaults to the
+    user's group), or (None, None) when uwsgi changes no user."""
     import grp
     import pwd
-
-    import uwsgi
-
-    def lookup(value, by_name, field):
-        value = value.decode() if isinstance(value, bytes) else str(value)
-        return int(value) if value.isdigit() else getattr(by_name(value), field)
-    uid, gid = uwsgi.opt.get('uid'), uwsgi.opt.get('gid')
-    if uid is not None:
-        os.chown(directory, lookup(uid, pwd.getpwnam, 'pw_uid'),
-                 -1 if gid is None else lookup(gid, grp.getgrnam, 'gr_gid'))
+    user, group = uwsgi_option('uid'), uwsgi_option('gid')
+    if not user:
+        return None, None
+    uid = int(user) if user.isdigit() else pwd.getpwnam(user).pw_uid
+    gid = (int(group) if group.isdigit() else grp.getgrnam(group).gr_gid) if group else pwd.getpwuid(uid).pw_gid
+    return uid, gid
 
 
 def collect(directory):
@@ -233,8 +242,7 @@ def collect(directory):
                 data = values_file.read(len(keys) * 8)
         except FileNotFoundError:
             continue
-        values = memoryview(data).cast('d') if len(data) % 8 == 0 else memoryview(data[:len(data) // 8 * 8]).cast('d')
-        for key, value in zip(keys, values):
+        for key, value in zip(keys, memoryview(data[:len(data) // 8 * 8]).cast('d')):
             totals[key] = totals.get(key, 0.0) + value
     return totals
 
