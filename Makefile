@@ -19,7 +19,7 @@ MONITOR_PACKAGES := prometheus prometheus-nginx-exporter prometheus-mysqld-expor
 DEBIAN_PACKAGES := $(SERVER_PACKAGES) mariadb-server nginx chromium wrk iproute2 systemd-container debootstrap \
                    $(MONITOR_PACKAGES)
 
-.PHONY: all deps venv install run monitor stop status check env sql lint test test-unit docs mutation faults bench clean \
+.PHONY: all deps venv install run monitor stop status check env sql logs lint test test-unit docs mutation faults bench clean \
         server server-stop \
         cluster cluster-status cluster-deploy cluster-stop
 all: run
@@ -113,6 +113,11 @@ env:
 # A SQL shell on the private MariaDB, as its administrator.
 sql:
 	@$(STACK) sql $(VAR)
+
+# One request's path by its id (X-Request-ID): the lines of nginx and of the app that name it,
+# on make run's stack and on the cluster's edge and app hosts, in time order.
+logs: venv
+	@$(STACK) logs $(VAR) --id '$(ID)'
 
 # More than one host (docs/cluster.rst): an edge, APP_NODES app hosts, a database primary and
 # DB_REPLICAS replicas, each a booted Debian 12 server (systemd-nspawn, as root) on a private

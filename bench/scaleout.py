@@ -33,7 +33,6 @@ before each run, and counts them apart.
 """
 import http.client
 import os
-import re
 import ssl
 import statistics
 import threading
@@ -43,13 +42,13 @@ from urllib.parse import urlsplit
 from launcher import procs
 from launcher.cluster import Cluster
 from launcher.fleet import missing
+from launcher.logs import read as read_log
 from launcher.process import free_port, say
 from launcher.single import Stack
 
 ROUTES = ('/api/admins', '/')
 PROCESSES = ('front nginx', 'app nginx', 'uwsgi', 'mariadbd')  # the CPU columns, in a request's order
 REPLICAS = 0  # see the docstring
-LINK_LINE = re.compile(r' reqs=(\d+) tls=(\S+)\s*$')
 
 
 class Setup:
@@ -92,18 +91,13 @@ def link_counts(logs, offsets):
     requests = handshakes = full = 0
     per_host = []
     for log in logs:
-        with open(log, 'rb') as f:
-            f.seek(offsets[log])
-            lines = f.read().decode(errors='replace').splitlines()
+        lines = read_log(log, offsets[log])
         per_host.append(len(lines))
         for line in lines:
-            found = LINK_LINE.search(line)
-            if not found:
-                continue
             requests += 1
-            if found.group(1) == '1':
+            if line['connection_requests'] == 1:  # a connection's first request: its handshake
                 handshakes += 1
-                full += found.group(2) != 'r'
+                full += line['tls'] != 'r'
     return requests, handshakes, full, per_host
 
 

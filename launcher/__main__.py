@@ -1,4 +1,4 @@
-"""python -m launcher up|down|status|check|env|sql VAR [--port PORT] [--tls-port PORT] [--metrics-port PORT]:
+"""python -m launcher up|down|status|check|env|sql|logs VAR [--port PORT] [--tls-port PORT] [--metrics-port PORT]:
 the servers of `make run`, private to one directory."""
 import argparse
 import subprocess
@@ -8,8 +8,9 @@ from pathlib import Path
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m launcher", description=__doc__)
-    parser.add_argument('action', choices=['up', 'down', 'status', 'check', 'env', 'sql', 'monitor-up', 'cluster-up',
-                                           'cluster-down', 'cluster-status', 'cluster-deploy'])
+    parser.add_argument('action', choices=['up', 'down', 'status', 'check', 'env', 'sql', 'monitor-up', 'logs',
+                                           'cluster-up', 'cluster-down', 'cluster-status', 'cluster-deploy',
+                                           'cluster-monitor'])
     parser.add_argument('var', type=Path, help='directory for data, logs, secrets and generated configs')
     parser.add_argument('--port', type=int, default=8080, help='HTTP, which redirects to HTTPS')
     parser.add_argument('--tls-port', type=int, default=8443, help='HTTPS')
@@ -17,9 +18,15 @@ def main(argv=None):
     parser.add_argument('--apps', type=int, default=3, help='cluster: how many app hosts')
     parser.add_argument('--replicas', type=int, default=1, help='cluster: how many database replicas')
     parser.add_argument('--source', type=Path, help='cluster-deploy: the checkout to deploy (default: this one)')
+    parser.add_argument('--id', help="logs: the request's id (its X-Request-ID)")
     args = parser.parse_args(argv)
     if args.action.startswith('cluster-'):
         return cluster(args)
+    if args.action == 'logs':
+        from launcher.logs import show
+        if not args.id:
+            parser.error('logs needs --id REQUEST_ID (make logs ID=...)')
+        return show(args.var, args.id)
     from launcher.single import Stack
     from wsgiapp.pool import Unavailable
     stack = Stack(args.var, args.port, args.tls_port, args.metrics_port)

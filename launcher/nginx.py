@@ -16,6 +16,8 @@ from launcher.wait import wait_for
 SITE = ROOT / 'conf' / 'nginx' / 'wsgiapp.conf'
 LINK = ROOT / 'conf' / 'nginx' / 'wsgiapp-link.conf'
 APP_SITE = ROOT / 'conf' / 'nginx' / 'wsgiapp-app.conf'
+# The access log's copy to the journal (a server's /dev/log): a line of its own, dropped here.
+SYSLOG = '    access_log syslog:server=unix:/dev/log,nohostname,tag=%s;\n'
 # The edge keeps at least this many idle connections to the app hosts open, per nginx worker;
 # an edge with a limit on requests in flight (limit_conn) keeps as many as it admits, so
 # that no connection opened under load is closed again for want of room (each new one is a
@@ -81,6 +83,7 @@ class Nginx:
                          ('    server unix:/run/wsgiapp/uwsgi.sock;\n', self.upstream_lines()),
                          ('    ::1       1;\n', '    ::1       1;\n' + ''.join(f'    {a} 1;\n' for a in self.probers)),
                          ('/var/log/nginx/wsgiapp.access.log', str(self.access_log)),
+                         (SYSLOG % 'wsgiapp_access wsgiapp', ''),  # no journal here: the file only
                          ('/var/lib/nginx/wsgiapp-cache', str(self.run_dir / 'nginx-cache')),
                          ('/var/log/nginx/wsgiapp.error.log', str(self.error_log)),
                          ('unix:/run/wsgiapp-nginx-status.sock', f'unix:{self.status_socket}')]:

@@ -98,6 +98,10 @@ def test_unreachable_database_is_503_with_retry_after_and_no_secret(settings):
         assert response.status_int == 503
         assert response.headers['Retry-After'] == '1'
         assert 'pw-must-not-leak' not in response.text
+        # One JSON line, with the id the client got (and nginx logs): make logs joins them.
+        line = json.loads(log.getvalue().splitlines()[-1])
+        assert (line['request_id'], line['path'], line['level']) == (response.headers['X-Request-ID'], path, 'error')
+        assert line['message'].startswith('database unavailable: ')
     response = logged_request(application, '/api/admins', log, method='POST', body=b'{"name": "x", "email": "a@b.c"}',
                               content_type='application/json', headers={'Authorization': f'Bearer {TOKEN}'})
     assert response.json['error']['status'] == 503
@@ -179,4 +183,6 @@ def test_unexpected_error_is_500_without_traceback_but_logged_with_request_id(se
     response = logged_request(application, '/healthz', log, headers={'X-Request-ID': 'req-42'})
     assert response.status_int == 500
     assert 'internal detail' not in response.text and 'Traceback' not in response.text
-    assert '[req-42]' in log.getvalue() and 'Traceback' in log.getvalue() and 'internal detail' in log.getvalue()
+    line = json.loads(log.getvalue())  # one line: the traceback inside its message
+    assert line['request_id'] == 'req-42' and line['level'] == 'error'
+    assert 'Traceback' in line['message'] and 'internal detail' in line['message']

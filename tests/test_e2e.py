@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from launcher import procs
+from launcher import logs, procs
 from launcher.nginx import Nginx
 from launcher.process import ROOT, free_port
 from launcher.single import Stack
@@ -80,6 +80,20 @@ def test_headers_nginx_adds_and_hides(stack):
     status, headers, body = request(stack, 'GET', '/openapi.json', headers={'Accept-Encoding': 'gzip'})
     assert headers['Content-Encoding'] == 'gzip'
     assert json.loads(gzip.decompress(body))['openapi'] == '3.1.0'
+
+
+def test_the_access_log_is_one_json_object_per_request_whatever_the_client_sends(stack):
+    """escape=json: a quote, a backslash or a newline-like byte in what a client sends stays
+    inside its string, and `make logs ID=` finds the request by its id."""
+    agent = 'evil" \\ \x01 "status": "200'
+    status, headers, _ = request(stack, 'GET', '/no-such-name?x="y"', headers={'User-Agent': agent})
+    request_id = headers['X-Request-ID']
+    lines = wait_for(lambda: logs.trace(stack.base, request_id), 5, f'{request_id} in the logs')
+    [(where, source, line)] = lines
+    assert (source, line['status'], line['method'], line['uri']) == ('nginx', str(status), 'GET', '/no-such-name?x="y"')
+    assert line['user_agent'] == agent and line['cache'] in ('MISS', 'BYPASS', '')
+    assert line['version'] == VERSION and line['upstream'].startswith('unix:')
+    assert all(isinstance(line[key], (int, float)) for key in ('bytes', 'request_time'))
 
 
 def test_a_several_kilobyte_cookie_is_answered_not_a_502(stack):

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from launcher.logs import entries
 from launcher.process import ROOT
 from launcher.server import DOMAIN
 from launcher.wait import wait_for
@@ -179,12 +180,15 @@ def test_the_journal_holds_the_apps_log_lines_with_request_ids(server, machine):
     assert code == 503
     request_id = headers['x-request-id']
 
-    def logged():
-        journal = machine.run(['journalctl', '-u', 'wsgiapp', '--no-pager', '-o', 'cat']).stdout
-        return [line for line in journal.splitlines() if f'[wsgiapp] [{request_id}]' in line]
-    lines = wait_for(logged, 10, f'request {request_id} in journalctl -u wsgiapp')
-    assert 'database unavailable' in lines[0]
-    assert f'id={request_id}' in machine.read('/var/log/nginx/wsgiapp.access.log')
+    def logged(*options):
+        journal = machine.run(['journalctl', *options, '--no-pager', '-o', 'cat']).stdout
+        return [line for line in entries(journal) if line.get('request_id') == request_id]
+    # The app's line and nginx's, as JSON with the same id, in the journal.
+    lines = wait_for(lambda: logged('-u', 'wsgiapp'), 10, f'request {request_id} in journalctl -u wsgiapp')
+    assert lines[0]['level'] == 'error' and 'database unavailable' in lines[0]['message'], lines
+    access = wait_for(lambda: logged('-t', 'wsgiapp_access'), 10, f'{request_id} in journalctl -t wsgiapp_access')
+    assert access[0]['status'] == '503' and access[0]['uri'].startswith('/api/admins?after='), access
+    assert request_id in machine.read('/var/log/nginx/wsgiapp.access.log')
     statuses = []
 
     def back():

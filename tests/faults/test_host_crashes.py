@@ -72,7 +72,7 @@ def test_m_an_app_host_crashes(cluster):
     provisioned_again(cluster, 'app1')
     # The edge sends to it again (a failed host is tried again after fail_timeout, 5 s), and
     # its uwsgi answers.
-    served = "grep -c '\" 200 ' /var/log/nginx/wsgiapp-app.access.log"
+    served = "grep -c '\"status\":\"200\"' /var/log/nginx/wsgiapp-app.access.log"
     before = int(on(fleet, 'app1', served))
     for _ in range(20):
         assert call(cluster, 'GET', '/api/admins', headers=bearer(cluster))[0] == 200

@@ -10,6 +10,7 @@ import uuid
 from collections import Counter
 from urllib.parse import urlsplit
 
+from launcher.logs import read as read_log
 from launcher.wait import TimedOut, wait_for
 from tests.helpers.web import call
 
@@ -73,17 +74,16 @@ class Load:
 
 
 def served_by(cluster, request_ids, seconds=2):
-    """request id -> (app host address, version, database read source) from the edge's
-    access log, which nginx writes just after the answer: waits a moment for the last lines
-    (seconds=0: one look)."""
+    """request id -> (app host address, version, database read source: '' for none) from the
+    edge's access log, which nginx writes just after the answer: waits a moment for the last
+    lines (seconds=0: one look)."""
     wanted, found = set(request_ids) - {None}, {}
 
     def all_logged():
-        for line in cluster.edge.access_log.read_text().splitlines():
-            fields = dict(field.split('=', 1) for field in line.split() if '=' in field)
-            if fields.get('id') in wanted:
-                found[fields['id']] = (fields['upstream'].split(', ')[-1].rsplit(':', 1)[0], fields['version'],
-                                       fields.get('read'))
+        for line in read_log(cluster.edge.access_log):
+            if line['request_id'] in wanted:
+                found[line['request_id']] = (line['upstream'].split(', ')[-1].rsplit(':', 1)[0], line['version'],
+                                             line['read'])
         return wanted <= set(found)
     first_within(all_logged, seconds, 'the edge to log every request')
     return found

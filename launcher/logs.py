@@ -1,0 +1,82 @@
+"""The JSON log lines: nginx's access logs (conf/nginx/: `log_format ... escape=json`) and
+the app's own (wsgiapp/app.py, Application.log), which carry the same request id; and
+`make logs ID=...`: one request's path across them, on `make run`'s stack and on the
+cluster's edge and app hosts (each host's journal, where nginx and uwsgi both log)."""
+import json
+import subprocess
+from pathlib import Path
+
+
+def entries(text):
+    """The JSON objects among `text`'s lines; other lines (uwsgi's own) are skipped."""
+    found = []
+    for line in text.splitlines():
+        if line.startswith('{'):
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                pass  # a line cut short while it is being written
+    return found
+
+
+def read(path, offset=0):
+    """The JSON objects of log file `path` from byte `offset` on (none if it is not there)."""
+    try:
+        with open(path, 'rb') as f:
+            f.seek(offset)
+            return entries(f.read().decode('utf-8', errors='replace'))
+    except FileNotFoundError:
+        return []
+
+
+def by_id(items, request_id):
+    return [item for item in items if item.get('request_id') == request_id]
+
+
+def single(var, request_id):
+    """(where, log, entry) for `request_id` in `make run`'s logs under `var`."""
+    return [('this host', name, entry) for name, path in [('nginx', var / 'nginx-access.log'),
+                                                          ('uwsgi', var / 'uwsgi.log')]
+            for entry in by_id(read(path), request_id)]
+
+
+def journal(host, request_id):
+    """(host, identifier, entry) for `request_id` in a cluster host's journal: the edge's
+    and the link's access lines (syslog identifiers wsgiapp_access, wsgiapp_link) and the
+    app's lines (wsgiapp.service's uwsgi)."""
+    out = host.run(['journalctl', '-o', 'json', '--no-pager', '--grep', request_id], check=False)
+    found = []
+    for record in entries(out):
+        message = record.get('MESSAGE')
+        if not isinstance(message, str):
+            continue  # bytes that are not UTF-8: no line of ours
+        source = record.get('SYSLOG_IDENTIFIER') or record.get('_SYSTEMD_UNIT', '')
+        found += [(host.name, source, entry) for entry in by_id(entries(message), request_id)]
+    return found
+
+
+def cluster(base, request_id):
+    from launcher.cluster import Cluster
+    topology = json.loads((base / 'topology.json').read_text())
+    hosts = Cluster(base, apps=len(topology['app']), replicas=0)  # the database hosts are not read
+    return [line for host in [hosts.edge, *hosts.apps] for line in journal(host, request_id)]
+
+
+def trace(var, request_id):
+    """Every line about `request_id` on the stacks under `var` (make run's, the cluster's),
+    in time order."""
+    var = Path(var)
+    found = single(var, request_id)
+    if (var / 'cluster' / 'topology.json').exists():
+        try:
+            found += cluster(var / 'cluster', request_id)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+            found.append(('cluster', 'make logs', {'time': '', 'message': f'not read: {error}'}))
+    return sorted(found, key=lambda line: str(line[2].get('time', '')))
+
+
+def show(var, request_id):
+    lines = trace(var, request_id)
+    for where, source, entry in lines:
+        print(f'{where:12} {source:16} {json.dumps(entry)}')
+    return 0 if lines else 1
