@@ -21,7 +21,7 @@ DEBIAN_PACKAGES := $(SERVER_PACKAGES) mariadb-server nginx chromium wrk iproute2
 
 .PHONY: all deps venv install run monitor stop status check env sql logs lint test test-unit docs mutation faults bench clean \
         server server-stop \
-        cluster cluster-status cluster-deploy cluster-stop
+        cluster cluster-status cluster-deploy cluster-stop cluster-monitor
 all: run
 
 deps:
@@ -139,6 +139,11 @@ cluster-deploy: venv
 
 cluster-stop:
 	@if [ -x $(BIN)/python ]; then $(call CLUSTER,down); fi
+
+# Prometheus on this machine for the running cluster: every host's exporters (provisioned by
+# the playbook's monitoring role), the rules and the dashboard of make monitor.
+cluster-monitor: venv
+	@$(call CLUSTER,monitor)
 
 # A booted Debian 12 server (systemd-nspawn, as root) with this checkout deployed on it by
 # docs/deploy.rst's steps, as on a real machine: `make server` prints its URL (docs/server.rst).

@@ -77,7 +77,7 @@ def cluster(args):
     """The cluster's actions (launcher/cluster.py); VAR is its directory, var/cluster for make."""
     from launcher.cluster import Cluster
     from launcher.fleet import missing
-    if missing() and args.action in ('cluster-up', 'cluster-deploy'):
+    if missing() and args.action in ('cluster-up', 'cluster-deploy', 'cluster-monitor'):
         # One line: the single server (make run) needs none of this.
         print(f'make {args.action.replace("-up", "")} {missing()} (containers); '
               'make run serves on this machine without root', file=sys.stderr)
@@ -90,6 +90,13 @@ def cluster(args):
                   f'  curl --cacert {hosts.ca} {hosts.url}/admins\n'
                   f'  inventory: {hosts.fleet.inventory}; what runs where: {hosts.topology_file}\n'
                   f'  status: make cluster-status; deploy: make cluster-deploy; stop: make cluster-stop', flush=True)
+        elif args.action == 'cluster-monitor':
+            from launcher.monitor import ClusterMonitor
+            monitor = ClusterMonitor.of(hosts)
+            monitor.up()
+            print(f'\nPrometheus: {monitor.url}/targets  alerts: {monitor.url}/alerts  '
+                  f'dashboard: {monitor.url}/consoles/wsgiapp.html\n  (on 127.0.0.1; stop: make cluster-stop)',
+                  flush=True)
         elif args.action == 'cluster-deploy':
             hosts.deploy(**({'source': args.source.resolve()} if args.source else {}), capture=False)
         elif args.action == 'cluster-down':

@@ -250,6 +250,8 @@ class Cluster:
         return recap_
 
     def down(self):
+        from launcher.monitor import ClusterMonitor
+        ClusterMonitor.of(self).down()  # make cluster-monitor's, on this machine
         for host in [self.db, *self.replicas]:
             host.close_tunnel()
         self.fleet.down()

@@ -159,7 +159,9 @@ def _build_server(target, base):
 # The fleet layer: what Ansible needs of a host (sshd, python3, python3-apt for its apt module,
 # which would install it from the archive these hosts cannot reach; sftp for its file transfers;
 # sudo for `become`). The package's host keys go: a copy of this layer must not share them.
-FLEET_PACKAGES = ['openssh-server', 'openssh-sftp-server', 'python3', 'python3-apt', 'sudo']
+# The exporters too, which the playbook's monitoring role enables per kind of host.
+FLEET_PACKAGES = ['openssh-server', 'openssh-sftp-server', 'python3', 'python3-apt', 'sudo',
+                  'prometheus-node-exporter', 'prometheus-nginx-exporter', 'prometheus-mysqld-exporter']
 # A drop-in: Debian's sshd_config includes sshd_config.d/*.conf first, and sshd keeps the
 # first value it reads for each setting.
 SSHD_CONFIG = """\
@@ -176,7 +178,8 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends {packages} > /tmp/apt.log 2>&1 || {{ tail -50 /tmp/apt.log; exit 1; }}
 rm -f /usr/sbin/policy-rc.d /etc/ssh/ssh_host_*
 # A fresh host runs nothing of the app's: the playbook enables what each kind of host needs.
-systemctl disable mariadb.service mariadb.socket nginx.service
+systemctl disable mariadb.service mariadb.socket nginx.service prometheus-node-exporter.service \
+    prometheus-nginx-exporter.service prometheus-mysqld-exporter.service
 printf '%s' {sshd_config} > /etc/ssh/sshd_config.d/wsgiapp.conf
 systemctl enable ssh.service
 rm -rf /tmp/apt.log /tmp/host-ca.crt

@@ -2,12 +2,20 @@
 on loopback: the app's metrics (uwsgi's mule), nginx (stub_status on a unix socket), MariaDB
 (an account of its own with monitoring grants only), the host (node exporter) and the HTTPS
 site probed from outside (blackbox exporter: its answer and its certificate's expiry).
-Prometheus loads conf/prometheus/wsgiapp.rules.yml and its console (the dashboard) from
-conf/prometheus/consoles. Everything lives in VAR/monitor; `make stop` stops it too."""
+Everything lives in VAR/monitor; `make stop` stops it too.
+
+`make cluster-monitor`: the same Prometheus on the control machine, for the cluster: every
+host's exporters, which the playbook's monitoring role runs on the host's private address
+(deploy/roles/monitoring), listed from topology.json; the edge's site probed from here. It
+lives in VAR/cluster/monitor; `make cluster-stop` stops it too.
+
+Both load conf/prometheus/wsgiapp.rules.yml and its console (the dashboard) from
+conf/prometheus/consoles."""
 import json
 import os
 import signal
 import subprocess
+import urllib.parse
 import urllib.request
 
 from launcher.process import ROOT, binary, free_port, pid_alive, say, secret_file, tails, terminate
@@ -23,11 +31,15 @@ PORTS = {'prometheus': 9090, 'nginx': 9113, 'mysqld': 9104, 'node': 9100, 'black
 
 
 class Monitor:
+    parts = tuple(PORTS)  # what runs on this machine
+
     def __init__(self, stack, ports=None):
         self.stack = stack
         self.base = stack.base / 'monitor'
-        self.ports = dict(ports or {name: free_port() for name in PORTS})
+        self.ports = dict(ports or {name: free_port() for name in self.parts})
         self.url = f'http://127.0.0.1:{self.ports["prometheus"]}'
+        self.site, self.ca = stack.url, stack.ca
+        self.status_socket = stack.nginx.status_socket
 
     def pidfile(self, name):
         return self.base / f'{name}.pid'
@@ -35,46 +47,47 @@ class Monitor:
     def log(self, name):
         return self.base / f'{name}.log'
 
-    def commands(self):
-        """What each part runs: its binary and its flags."""
-        listen = {name: f'127.0.0.1:{port}' for name, port in self.ports.items()}
+    def command(self, name):
+        """What part `name` runs: its binary and its flags."""
+        listen = f'127.0.0.1:{self.ports[name]}'
         return {
-            'nginx': ['prometheus-nginx-exporter', f'-web.listen-address={listen["nginx"]}',
-                      f'-nginx.scrape-uri=unix:{self.stack.nginx.status_socket}:/stub_status'],
-            'mysqld': ['prometheus-mysqld-exporter', f'--web.listen-address={listen["mysqld"]}',
-                       f'--config.my-cnf={self.base / "exporter.cnf"}', '--collect.slave_status',
-                       '--collect.info_schema.innodb_metrics'],
-            'node': ['prometheus-node-exporter', f'--web.listen-address={listen["node"]}',
-                     '--collector.disable-defaults', '--collector.cpu', '--collector.meminfo',
-                     '--collector.filesystem', '--collector.loadavg', '--collector.netdev', '--collector.time'],
-            'blackbox': ['prometheus-blackbox-exporter', f'--web.listen-address={listen["blackbox"]}',
-                         f'--config.file={self.base / "blackbox.yml"}'],
-            'prometheus': ['prometheus', f'--web.listen-address={listen["prometheus"]}',
-                           f'--config.file={self.base / "prometheus.yml"}',
-                           f'--storage.tsdb.path={self.base / "data"}', '--storage.tsdb.retention.time=2d',
-                           f'--web.console.templates={CONSOLES}',
-                           f'--web.console.libraries={CONSOLES}'],
-        }
+            'nginx': lambda: ['prometheus-nginx-exporter', f'-web.listen-address={listen}',
+                              f'-nginx.scrape-uri=unix:{self.status_socket}:/stub_status'],
+            'mysqld': lambda: ['prometheus-mysqld-exporter', f'--web.listen-address={listen}',
+                               f'--config.my-cnf={self.base / "exporter.cnf"}', '--collect.slave_status',
+                               '--collect.info_schema.innodb_metrics'],
+            'node': lambda: ['prometheus-node-exporter', f'--web.listen-address={listen}',
+                             '--collector.disable-defaults', '--collector.cpu', '--collector.meminfo',
+                             '--collector.filesystem', '--collector.loadavg', '--collector.netdev',
+                             '--collector.time'],
+            'blackbox': lambda: ['prometheus-blackbox-exporter', f'--web.listen-address={listen}',
+                                 f'--config.file={self.base / "blackbox.yml"}'],
+            'prometheus': lambda: ['prometheus', f'--web.listen-address={listen}',
+                                   f'--config.file={self.base / "prometheus.yml"}',
+                                   f'--storage.tsdb.path={self.base / "data"}', '--storage.tsdb.retention.time=2d',
+                                   f'--web.console.templates={CONSOLES}', f'--web.console.libraries={CONSOLES}'],
+        }[name]()
+
+    def targets(self):
+        """(job, address, labels) of every exporter Prometheus scrapes, each labelled with its host."""
+        local = {'host': 'localhost'}
+        return [('wsgiapp', self.stack.metrics_url.split('/')[2], local),
+                *[(name, f'127.0.0.1:{self.ports[name]}', local) for name in ('nginx', 'node')],
+                ('mysqld', f'127.0.0.1:{self.ports["mysqld"]}', {**local, 'role': 'primary'})]
 
     def prometheus_config(self):
-        """Every target of this host, scraped each 5 s: alerts within seconds, not minutes."""
-        def job(name, target, **more):
-            return {'job_name': name, 'static_configs': [{'targets': [target], 'labels': {'host': 'localhost'}}],
-                    **more}
-        metrics = self.stack.metrics_url.split('/')[2]
-        mysqld = job('mysqld', f'127.0.0.1:{self.ports["mysqld"]}')
-        mysqld['static_configs'][0]['labels']['role'] = 'primary'
+        """Every target, scraped each 5 s: alerts within seconds, not minutes."""
+        jobs = {}
+        for job, target, labels in [('prometheus', f'127.0.0.1:{self.ports["prometheus"]}', {'host': 'control'}),
+                                    *self.targets()]:
+            jobs.setdefault(job, []).append({'targets': [target], 'labels': labels})
         return {
             'global': {'scrape_interval': '5s', 'evaluation_interval': '5s', 'scrape_timeout': '4s'},
             'rule_files': [str(RULES)],
             'scrape_configs': [
-                job('prometheus', f'127.0.0.1:{self.ports["prometheus"]}'),
-                job('wsgiapp', metrics),
-                job('nginx', f'127.0.0.1:{self.ports["nginx"]}'),
-                mysqld,
-                job('node', f'127.0.0.1:{self.ports["node"]}'),
+                *[{'job_name': job, 'static_configs': configs} for job, configs in jobs.items()],
                 {'job_name': 'blackbox', 'metrics_path': '/probe', 'params': {'module': ['https_site']},
-                 'static_configs': [{'targets': [self.stack.url + '/healthz'], 'labels': {'host': 'localhost'}}],
+                 'static_configs': [{'targets': [self.site + '/healthz'], 'labels': {'host': 'control'}}],
                  'relabel_configs': [
                      {'source_labels': ['__address__'], 'target_label': '__param_target'},
                      {'source_labels': ['__param_target'], 'target_label': 'instance'},
@@ -85,7 +98,7 @@ class Monitor:
     def blackbox_config(self):
         return {'modules': {'https_site': {'prober': 'http', 'timeout': '3s', 'http': {
             'valid_status_codes': [200], 'fail_if_not_ssl': True,
-            'tls_config': {'ca_file': str(self.stack.ca)}}}}}
+            'tls_config': {'ca_file': str(self.ca)}}}}}
 
     def exporter_account(self):
         """The MariaDB account of mysqld_exporter: monitoring grants, from localhost only, with
@@ -100,31 +113,40 @@ class Monitor:
         with os.fdopen(fd, 'w') as out:
             out.write(f'[client]\nuser={EXPORTER_USER}\npassword={password}\nsocket={self.stack.mariadb.socket}\n')
 
-    def up(self, seconds=60):
+    def prepare(self):
         if not self.stack.uwsgi.pid():
             raise RuntimeError('the stack is not running: `make run` first')
+        self.exporter_account()
+
+    def up(self, seconds=60):
         self.base.mkdir(parents=True, exist_ok=True)
         self.base.chmod(0o700)
-        self.exporter_account()
+        self.prepare()
         # JSON is YAML: the configs need no YAML library.
         (self.base / 'prometheus.yml').write_text(json.dumps(self.prometheus_config(), indent=1))
         (self.base / 'blackbox.yml').write_text(json.dumps(self.blackbox_config(), indent=1))
         (self.base / 'ports.json').write_text(json.dumps(self.ports))
-        for name, command in self.commands().items():
+        for name in self.parts:
+            command = self.command(name)
             if pid_alive(self.pidfile(name)):
                 continue
             with open(self.log(name), 'ab') as log:
                 process = subprocess.Popen([binary(command[0]), *command[1:]], stdin=subprocess.DEVNULL,
                                            stdout=log, stderr=log, start_new_session=True)
             self.pidfile(name).write_text(f'{process.pid}\n')
-        say(f'waiting for Prometheus to see its {len(PORTS) + 1} targets up')
+        say(f'waiting for Prometheus to see its {self.expected()} targets up')
         wait_for(lambda: self.down_targets() == [], seconds, 'every target up in Prometheus',
                  interval=0.5, detail=lambda: f'down: {self.down_targets()}\n' + tails(
-                     *[self.log(name) for name in self.commands()]))
+                     *[self.log(name) for name in self.parts]))
 
     def query(self, path):
         with urllib.request.urlopen(self.url + path, timeout=5) as response:
             return json.loads(response.read())['data']
+
+    def value(self, expr):
+        """The one value of PromQL `expr` now, or None when it has no series."""
+        result = self.query('/api/v1/query?query=' + urllib.parse.quote(expr))['result']
+        return float(result[0]['value'][1]) if result else None
 
     def down_targets(self):
         """The scrape jobs whose target is not up, or ['prometheus'] while it does not answer."""
@@ -132,14 +154,22 @@ class Monitor:
             targets = self.query('/api/v1/targets?state=active')['activeTargets']
         except OSError:
             return ['prometheus']
-        if len(targets) < len(PORTS) + 1:
+        if len(targets) < self.expected():
             return ['(not all loaded yet)']
-        return [target['labels']['job'] for target in targets if target['health'] != 'up']
+        return [f"{target['labels']['job']} on {target['labels']['host']}" for target in targets
+                if target['health'] != 'up']
+
+    def expected(self):
+        return len(self.targets()) + 2  # and Prometheus itself, and the site's probe
+
+    def alerts(self):
+        """(alert name, its labels) of every alert firing now, one per series."""
+        return [(alert['labels']['alertname'], alert['labels']) for alert in self.query('/api/v1/alerts')['alerts']
+                if alert['state'] == 'firing']
 
     def firing(self):
-        """{alert name: its labels} of the alerts firing now."""
-        return {alert['labels']['alertname']: alert['labels'] for alert in self.query('/api/v1/alerts')['alerts']
-                if alert['state'] == 'firing'}
+        """{alert name: its labels (one series' if it fires for several)} of the alerts firing now."""
+        return dict(self.alerts())
 
     def screenshot(self, path, width=1100, height=1500):
         """The dashboard as a PNG, taken by headless Chromium (docs/_static/dashboard.png)."""
@@ -149,7 +179,7 @@ class Monitor:
                        check=True, capture_output=True, timeout=60)
 
     def down(self):
-        for name in reversed(list(self.commands())):
+        for name in reversed(self.parts):
             pid = pid_alive(self.pidfile(name))
             if pid:
                 terminate(name, pid, signal.SIGTERM, 20, signal.SIGKILL)
@@ -163,12 +193,12 @@ class Monitor:
         import socket
         try:
             started = cls(stack, json.loads((stack.base / 'monitor' / 'ports.json').read_text()))
-            if any(pid_alive(started.pidfile(name)) for name in PORTS):
+            if any(pid_alive(started.pidfile(name)) for name in cls.parts):
                 return started
         except (OSError, ValueError):
             pass
         ports = {}
-        for name, port in PORTS.items():
+        for name, port in [(name, PORTS[name]) for name in cls.parts]:
             with socket.socket() as probe:
                 try:
                     probe.bind(('127.0.0.1', port))
@@ -176,3 +206,33 @@ class Monitor:
                     port = free_port()
             ports[name] = port
         return cls(stack, ports)
+
+
+class ClusterMonitor(Monitor):
+    """Prometheus and the blackbox exporter on the control machine; every other exporter runs
+    on its host (deploy/roles/monitoring), on the ports of deploy/roles/common/defaults."""
+    parts = ('blackbox', 'prometheus')
+    HOST_PORTS = {'wsgiapp': 9117, 'nginx': 9113, 'mysqld': 9104, 'node': 9100}
+
+    def __init__(self, cluster, ports=None):
+        self.stack = self.cluster = cluster
+        self.base = cluster.base / 'monitor'
+        self.ports = dict(ports or {name: free_port() for name in self.parts})
+        self.url = f'http://127.0.0.1:{self.ports["prometheus"]}'
+        self.site, self.ca = cluster.url, cluster.ca
+        self.status_socket = None  # each host's nginx exporter reads its own
+
+    def targets(self):
+        """From topology.json: what each kind of host runs."""
+        topology = json.loads(self.cluster.topology_file.read_text())
+        kinds = [(topology['edge'], ('nginx', 'node'), {}),
+                 *[(app, ('wsgiapp', 'nginx', 'node'), {}) for app in topology['app']],
+                 (topology['db']['primary'], ('mysqld', 'node'), {'role': 'primary'}),
+                 *[(replica, ('mysqld', 'node'), {'role': 'replica'}) for replica in topology['db']['replicas']]]
+        return [(job, f'{host["address"]}:{self.HOST_PORTS[job]}',
+                 {'host': host['name'], **(labels if job == 'mysqld' else {})})
+                for host, jobs, labels in kinds for job in jobs]
+
+    def prepare(self):
+        if not self.cluster.topology_file.exists():
+            raise RuntimeError('the cluster is not running: `make cluster` first')

@@ -222,7 +222,9 @@ class AppNginx(Nginx):
                          ('/etc/wsgiapp/link/ca.pem', str(ca)),
                          ('unix:/run/wsgiapp/uwsgi.sock', f'unix:{self.upstream}'),
                          ('/var/log/nginx/wsgiapp-app.access.log', str(self.access_log)),
-                         ('/var/log/nginx/wsgiapp-app.error.log', str(self.error_log))]:
+                         (SYSLOG % 'wsgiapp_link wsgiapp_link', ''),
+                         ('/var/log/nginx/wsgiapp-app.error.log', str(self.error_log)),
+                         ('unix:/run/wsgiapp-nginx-status.sock', f'unix:{self.status_socket}')]:
             if old not in site:
                 raise RuntimeError(f'conf/nginx/wsgiapp-app.conf no longer contains {old!r}')
             site = site.replace(old, new)

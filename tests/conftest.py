@@ -141,6 +141,19 @@ def cluster(tmp_path_factory):
         running.down()
 
 
+@pytest.fixture(scope='session')
+def cluster_monitor(cluster):
+    """make cluster-monitor on the shared cluster: Prometheus on this machine scraping every
+    host's exporters (deploy/roles/monitoring), for the scenarios that check their alerts."""
+    from launcher.monitor import ClusterMonitor
+    running = ClusterMonitor.of(cluster)
+    try:
+        running.up()
+        yield running
+    finally:
+        running.down()
+
+
 @pytest.fixture(scope='module')
 def pair(tmp_path_factory):
     """A MariaDB primary and a replica following it by GTID on 127.0.0.1 TCP, as `make

@@ -5,12 +5,18 @@ makes on each host is tests/test_playbook.py's; the link's defence is the fault 
 import json
 import os
 import subprocess
+import time
+from collections import Counter
 
 import pytest
 
+from launcher import logs
 from launcher.cluster import Cluster
+from launcher.logs import read as read_log
+from launcher.wait import wait_for
+from tests.helpers.alerts import alerts_after, quiet
 from tests.helpers.fleet import needs_a_fleet
-from tests.helpers.load import served_by
+from tests.helpers.load import bearer, served_by
 from tests.helpers.procs import net_namespace as netns_of
 from tests.helpers.web import call
 
@@ -52,14 +58,15 @@ def test_the_edge_spreads_requests_over_every_app_host(cluster):
 def test_every_app_host_serves_through_its_own_nginx_and_uwsgi_never_as_root(cluster):
     """The link ends at each app host's nginx, which passes to uwsgi's unix socket: uwsgi
     speaks its protocol on no TCP port (its one TCP listener is the metrics mule's HTTP, on
-    loopback), and none of its processes runs as root (conf/systemd/wsgiapp.service)."""
+    the private address for the network's Prometheus), and none of its processes runs as
+    root (conf/systemd/wsgiapp.service)."""
     for app in cluster.apps:
         processes = app.processes('uwsgi')
         assert len(processes) == 4  # the master, two workers and the metrics mule
         for process in processes:
             assert 0 not in process.uids() and 0 not in process.gids(), (app.name, process.pid, process.uids())
         listening = app.run(['ss', '-Hltnup']).splitlines()
-        assert [line.split()[4] for line in listening if '"uwsgi"' in line] == ['127.0.0.1:9117'], listening
+        assert [line.split()[4] for line in listening if '"uwsgi"' in line] == [f'{app.address}:9117'], listening
         assert any('"nginx"' in line for line in listening), listening
         assert app.run(['stat', '-c', '%F %U', '/run/wsgiapp/uwsgi.sock']) == 'socket wsgiapp'
     # The edge's request id and the client's address, on the app host's own log line for the
@@ -69,10 +76,51 @@ def test_every_app_host_serves_through_its_own_nginx_and_uwsgi_never_as_root(clu
     app = next(app for app in cluster.apps if app.address == host)
 
     def logged():
-        return [line for line in app.access_log.read_text().splitlines() if f'id={request_id} ' in line]
-    from launcher.wait import wait_for
+        return [line for line in read_log(app.access_log) if line['request_id'] == request_id]
     line = wait_for(logged, 5, 'the app host to log the request')[0]
-    assert line.startswith(f'{cluster.network.address("bridge")} via {cluster.edge_address} ')
+    assert (line['client'], line['edge']) == (cluster.network.address('bridge'), cluster.edge_address)
+    # And the same request's path by its id across the hosts' journals (make logs): the
+    # edge's line and the app host's, and no other.
+    expected = [(cluster.edge.name, 'wsgiapp_access', '200'), (app.name, 'wsgiapp_link', '200')]
+
+    def joined():
+        return [(where, source, entry['status']) for where, source, entry in logs.cluster(cluster.base, request_id)]
+    wait_for(lambda: joined() == expected, 5, 'both lines in the journals')
+
+
+def test_the_control_machines_prometheus_sees_every_host_and_an_app_host_going_down(cluster, cluster_monitor):
+    """make cluster-monitor: every exporter of every host up (deploy/roles/monitoring, listed
+    from topology.json), each app host's requests counted exactly, the replica's threads as
+    its exporter reads them; and AppHostDown for the one app host whose uwsgi stops, firing
+    within 40 s and resolving once it is back, with no unrelated alert."""
+    monitor = cluster_monitor
+    assert Counter(job for job, _, _ in monitor.targets()) == {'node': 6, 'nginx': 4, 'wsgiapp': 3, 'mysqld': 2}
+    assert monitor.down_targets() == []
+    since = quiet(monitor)
+    assert monitor.value('mysql_slave_status_slave_io_running{host="db2"}') == 1
+    assert monitor.value('mysql_slave_status_slave_sql_running{host="db2"}') == 1
+    # Past the edge's cache (a bearer token), spread over the app hosts.
+    expr = 'sum(wsgiapp_requests_total{route="/api/admins",method="GET",status="200"})'
+    time.sleep(6)  # a scrape after the set-up's requests
+    before = monitor.value(expr) or 0
+    for _ in range(30):
+        assert call(cluster, 'GET', '/api/admins', headers=bearer(cluster))[0] == 200
+    wait_for(lambda: monitor.value(expr) == before + 30, 20, 'the 30 requests, summed over the app hosts',
+             interval=1, detail=lambda: f'{monitor.value(expr)} != {before} + 30')
+    # Each app host's own count: the edge spread them (per-host answers, as the dashboard shows them).
+    assert monitor.value('count(sum by (host) (wsgiapp_requests_total{route="/api/admins"}) > 0)') == 3
+
+    app = cluster.apps[2]
+    app.run(['systemctl', 'stop', 'wsgiapp'])
+    stopped = time.monotonic()
+    try:
+        wait_for(lambda: 'AppHostDown' in monitor.firing(), 40, 'AppHostDown to fire', interval=1)
+        fired_after = time.monotonic() - stopped
+        assert monitor.firing()['AppHostDown']['host'] == app.name
+    finally:
+        app.run(['systemctl', 'start', 'wsgiapp'])
+    alerts_after(monitor, since, fired=[('AppHostDown', app.name)])  # and it resolves, and nothing else fired
+    print(f'AppHostDown fired {fired_after:.0f} s after uwsgi stopped on {app.name}')
 
 
 def test_make_cluster_and_cluster_stop_leave_nothing_behind(tmp_path):

@@ -66,12 +66,15 @@ def listening(fleet, name):
 
 
 def test_each_host_listens_only_where_the_docs_say(fleet):
-    assert listening(fleet, 'edge1') == {('0.0.0.0', 80), ('0.0.0.0', 443)}  # the site's listen lines
+    def private(name, *ports):  # on the host's private address: the exporters, the link, MariaDB
+        return {(fleet.address(name), port) for port in (9100, *ports)}  # node exporter on each
+    # The site's listen lines, and nginx's exporter.
+    assert listening(fleet, 'edge1') == {('0.0.0.0', 80), ('0.0.0.0', 443)} | private('edge1', 9113)
     for name in fleet.groups()['app']:
-        # The link's port, and the app's metrics on loopback (uwsgi's mule: docs/metrics.rst).
-        assert listening(fleet, name) == {(fleet.address(name), 3031), ('127.0.0.1', 9117)}, name
+        # The link's port, the app's metrics (uwsgi's mule: docs/metrics.rst), nginx's exporter.
+        assert listening(fleet, name) == private(name, 3031, 9117, 9113), name
     for name in ('db1', 'db2'):
-        assert listening(fleet, name) == {(fleet.address(name), 3306)}, name
+        assert listening(fleet, name) == private(name, 3306, 9104), name
 
 
 def test_keys_and_secrets_have_their_modes_owners_and_hosts(fleet):

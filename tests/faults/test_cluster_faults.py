@@ -197,10 +197,10 @@ def uwsgi_requests(app):
 
 
 def tcp_listeners_besides_nginx(app):
-    """The TCP sockets listening on an app host besides its nginx's, its sshd's and the
-    metrics mule's HTTP on loopback: uwsgi's protocol is on none (its unix socket only)."""
+    """The TCP sockets listening on an app host besides its nginx's, its sshd's, the
+    exporters' and the metrics mule's HTTP: uwsgi's protocol is on none (its unix socket only)."""
     return [line for line in app.run(['ss', '-Hltnp']).splitlines()
-            if '(("nginx",' not in line and '(("sshd",' not in line and ' 127.0.0.1:9117 ' not in line]
+            if not any(mark in line for mark in ('(("nginx",', '(("sshd",', '(("prometheus-', f' {app.address}:9117 '))]
 
 
 def test_d_an_intruder_on_the_app_network(cluster, tmp_path):
