@@ -6,9 +6,14 @@ sent from this machine to the edge only, and reporting what it sent and saw:
   b. an app host partitioned (its veth down: packets vanish, nothing refuses);
   c. a rolling deploy (make cluster-deploy: deploy/rolling.yml), and a roll back;
   d. an intruder on the app network talking to every app host's link port (its nginx);
-  e. every app host down.
+  e. every app host down (and, in `make faults`, kept down until AppHostDown pages).
 
-b takes longest, and runs in `make faults` only (marked slow); `make test` runs the others.
+b and the paged e take longest, and run in `make faults` only (marked slow); `make test`
+runs the others.
+
+Scenarios that take the `cluster_monitor` fixture also check what the control machine's
+Prometheus (make cluster-monitor) saw: the alerts the fault should raise, and no other
+(tests/helpers/alerts.py).
 
 Reads that must reach the app (not nginx's micro-cache) carry a bearer token, which makes
 a request private to the cache, as an API client's are."""
@@ -29,6 +34,7 @@ from launcher.cluster import kill_program
 from launcher.process import ROOT
 from launcher.tls import Authority
 from tests.faults.intruder import ask, client_context, request
+from tests.helpers.alerts import alerts_after, named, quiet
 from tests.helpers.fleet import play
 from tests.helpers.load import Load, Writer, bearer, first_within, reads, report, served_by, written
 from tests.helpers.web import call
@@ -38,11 +44,15 @@ pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.uwsgi, pytest.mar
 CONNECT_TIMEOUT = 1.0   # the edge's proxy_connect_timeout (wsgiapp.conf's uwsgi_connect_timeout)
 FAIL_TIMEOUT = 5.0      # fail_timeout of each app host (deploy/roles/edge)
 RESTART_SEC = 2.0       # conf/systemd/wsgiapp.service: a uwsgi that died is started again after it
+# AppHostDown: 15 s of failed scrapes (conf/prometheus/wsgiapp.rules.yml), a 5 s scrape and a
+# 5 s evaluation on each side (launcher/monitor.py).
+PAGED_WITHIN = 40
 READS = ['/api/admins', '/api/admins?limit=2', '/admins', '/']
 
 
-def test_a_an_app_host_killed(cluster):
+def test_a_an_app_host_killed(cluster, cluster_monitor):
     app = cluster.apps[0]
+    since = quiet(cluster_monitor)
     prefix = f'kill-{uuid.uuid4().hex[:6]}'
     writers = [Writer(cluster, f'{prefix}-w{n}', seconds=12, lose=True) for n in range(2)]
     with Load(cluster, reads(cluster, READS), threads=4, seconds=30) as load:
@@ -60,11 +70,13 @@ def test_a_an_app_host_killed(cluster):
             writer.join()
     statuses = load.statuses()
     acked, rows, duplicates = written(cluster, writers, prefix)
+    # Back in 2 s by itself: no page (AppHostDown waits 15 s), and no other alert.
+    fired = alerts_after(cluster_monitor, since)
     print(f'uwsgi master {killed} SIGKILLed')
     report(f'a. app1 uwsgi SIGKILLed, its systemd started it {back - down:.1f} s later; 4 readers, 2 writers',
            statuses + [s for w in writers for s in w.statuses], acked=len(acked), found=len(rows),
            duplicates=duplicates, retried=sum(w.retries for w in writers),
-           answers_lost=sum(w.lost for w in writers), replayed=sum(w.replayed for w in writers))
+           answers_lost=sum(w.lost for w in writers), replayed=sum(w.replayed for w in writers), alerts=named(fired))
     assert statuses and set(statuses) == {200}, 'every read answered'
     assert sum(w.lost for w in writers) >= 2 and sum(w.replayed for w in writers) >= sum(w.lost for w in writers)
     assert duplicates == 0 and rows == acked, 'every acknowledged write there exactly once'
@@ -259,14 +271,27 @@ def down(app):
     app.run(['systemctl', 'stop', 'wsgiapp.service'])
 
 
-def test_e_every_app_host_down(cluster):
+def every_app_host_down(cluster, monitor, paged):
+    """Every app host's uwsgi stopped; 20 reads, and (paged) more reads each second until
+    AppHostDown fires for every host, within PAGED_WITHIN s; then the hosts return."""
+    since = quiet(monitor)
     with ThreadPoolExecutor(len(cluster.apps)) as pool:
         list(pool.map(down, cluster.apps))
-    answers = []
-    for n in range(20):
+    stopped = time.monotonic()
+    answers, paged_after = [], None
+
+    def read(n):
         started = time.monotonic()
         status, headers, body = call(cluster, 'GET', READS[n % len(READS)], headers=bearer(cluster))
         answers.append((status, time.monotonic() - started, headers.get('Retry-After')))
+    for n in range(20):
+        read(n)
+    hosts = {app.name for app in cluster.apps}
+    while paged and paged_after is None and time.monotonic() - stopped < PAGED_WITHIN:
+        time.sleep(1)
+        read(len(answers))
+        if {labels['host'] for name, labels in monitor.alerts() if name == 'AppHostDown'} == hosts:
+            paged_after = time.monotonic() - stopped
     down_status = [a[0] for a in answers]
     returned = time.monotonic()
     with ThreadPoolExecutor(len(cluster.apps)) as pool:
@@ -274,11 +299,25 @@ def test_e_every_app_host_down(cluster):
     restarted = time.monotonic()
     first_ok = first_within(lambda: call(cluster, 'GET', '/api/admins', headers=bearer(cluster))[0] == 200
                             and time.monotonic(), 10, 'a read answered 200 again')
-    report('e. every app host down: 20 reads, then the hosts return', down_status,
-           max_wait_ms=round(max(a[1] for a in answers) * 1000), restart_s=round(restarted - returned, 1),
-           serving_again_after_s=None if first_ok is None else round(first_ok - restarted, 2))
+    fired = alerts_after(monitor, since, fired=[('AppHostDown', name) for name in hosts] if paged else [])
+    report(f'e. every app host down{" until paged" if paged else ""}: {len(answers)} reads, then the hosts return',
+           down_status, max_wait_ms=round(max(a[1] for a in answers) * 1000), restart_s=round(restarted - returned, 1),
+           serving_again_after_s=None if first_ok is None else round(first_ok - restarted, 2),
+           alerts=named(fired),
+           **({'paged_after_s': round(paged_after, 1)} if paged else {}))
     assert set(down_status) <= {502, 503} and all(a[2] for a in answers)
     assert max(a[1] for a in answers) < CONNECT_TIMEOUT
     # nginx tries a host it marked failed again once its fail_timeout has passed, even when
     # every host is marked: the first read after their return waits for that, no more.
     assert first_ok is not None and first_ok - restarted < FAIL_TIMEOUT + 1
+    assert not paged or paged_after is not None
+
+
+def test_e_every_app_host_down(cluster, cluster_monitor):
+    # Down for a second or two: no alert (AppHostDown waits 15 s: a restart is not a page).
+    every_app_host_down(cluster, cluster_monitor, paged=False)
+
+
+@pytest.mark.slow
+def test_e_every_app_host_down_until_paged(cluster, cluster_monitor):
+    every_app_host_down(cluster, cluster_monitor, paged=True)

@@ -16,6 +16,7 @@ import uuid
 import pytest
 
 from launcher.wait import wait_for
+from tests.helpers.alerts import alerts_after, named, quiet
 from tests.helpers.fleet import on, play
 from tests.helpers.load import Load, Writer, bearer, first_within, reads, report, served_by, written
 from tests.helpers.web import call
@@ -44,8 +45,9 @@ def provisioned_again(cluster, name):
     assert recap[name]['changed'] == 0, output[-6000:]
 
 
-def test_m_an_app_host_crashes(cluster):
+def test_m_an_app_host_crashes(cluster, cluster_monitor):
     app, fleet = cluster.apps[0], cluster.fleet
+    since = quiet(cluster_monitor)
     prefix = f'crash-{uuid.uuid4().hex[:6]}'
     writers = [Writer(cluster, f'{prefix}-w{n}', seconds=40) for n in range(2)]
     with Load(cluster, reads(cluster, READS), threads=4, seconds=60) as load:
@@ -64,9 +66,11 @@ def test_m_an_app_host_crashes(cluster):
             writer.join()
     statuses = load.statuses()
     acked, rows, duplicates = written(cluster, writers, prefix)
+    # Down some 10 s: AppHostDown (15 s) may page for app1 or not, and nothing else may.
+    fired = alerts_after(cluster_monitor, since, maybe=[('AppHostDown', 'app1')])
     report(f'm. app1 crashed (every process at once), booted {back - down:.1f} s later; 4 readers, 2 writers',
            statuses + [s for w in writers for s in w.statuses], acked=len(acked), found=len(rows),
-           duplicates=duplicates, retried=sum(w.retries for w in writers))
+           duplicates=duplicates, retried=sum(w.retries for w in writers), alerts=named(fired))
     assert statuses and set(statuses) == {200}, 'every read answered'
     assert len(acked) > 20 and rows == acked and duplicates == 0, 'every acknowledged write, once'
     provisioned_again(cluster, 'app1')
@@ -79,8 +83,9 @@ def test_m_an_app_host_crashes(cluster):
     assert int(on(fleet, 'app1', served)) > before
 
 
-def test_n_the_replica_crashes(cluster):
+def test_n_the_replica_crashes(cluster, cluster_monitor):
     replica, fleet = cluster.replicas[0], cluster.fleet
+    since = quiet(cluster_monitor)
     with Load(cluster, reads(cluster, READS), threads=4, seconds=60) as load:
         time.sleep(2)
         replica.crash()
@@ -97,10 +102,12 @@ def test_n_the_replica_crashes(cluster):
     statuses = load.statuses()
     during = read_sources(cluster, [a for a in load.answers if down <= a[0] < restarted])
     after = read_sources(cluster, [a for a in load.answers if a[0] >= restarted])
+    # Down some 10 s: the replica's alerts (15 s) may fire for db2 or not, and nothing else may.
+    fired = alerts_after(cluster_monitor, since, maybe=[('ReplicaDown', 'db2'), ('ReplicaStopped', 'db2')])
     report(f'n. replica crashed (every process at once), booted {restarted - down:.0f} s later; 4 readers', statuses,
            during=dict(sorted((source, list(during.values()).count(source)) for source in set(during.values()))),
            after=dict(sorted((source, list(after.values()).count(source)) for source in set(after.values()))),
-           back_on_replica_after_s=None if back is None else round(back - restarted, 1))
+           back_on_replica_after_s=None if back is None else round(back - restarted, 1), alerts=named(fired))
     assert statuses and set(statuses) == {200}, 'every read answered'
     assert back is not None, 'reads back on the replica within 30 s of its boot'
     provisioned_again(cluster, 'db2')

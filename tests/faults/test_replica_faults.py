@@ -25,6 +25,7 @@ import pytest
 from launcher import replication
 from launcher.cluster import kill_program
 from launcher.wait import wait_for
+from tests.helpers.alerts import alerts_after, named, quiet
 from tests.helpers.load import Load, first_within, reads, report, served_by
 from tests.helpers.servers import admin_session
 from tests.helpers.web import call
@@ -76,9 +77,10 @@ def back_on_replica(cluster, load, since, seconds=15):
     return None if first is None else first - since
 
 
-def test_f_the_replica_killed(cluster):
+def test_f_the_replica_killed(cluster, cluster_monitor):
     replica = cluster.replicas[0]
     caught_up(cluster)
+    since = quiet(cluster_monitor)
     with Load(cluster, reads(cluster, READS), threads=4, seconds=40) as load:
         time.sleep(2)
         killed, down = kill(replica), time.monotonic()
@@ -86,11 +88,13 @@ def test_f_the_replica_killed(cluster):
         restarted = time.monotonic()
         back = back_on_replica(cluster, load, restarted)
     statuses = load.statuses()
+    # Back in seconds by itself: no alert (ReplicaDown and ReplicaStopped wait 15 s).
+    fired = alerts_after(cluster_monitor, since)
     print(f'replica mariadbd {killed} SIGKILLed')
     report(f'f. replica mariadbd SIGKILLed for {restarted - down:.0f} s; 4 readers', statuses,
            before=dict(sources(cluster, [a for a in load.answers if a[0] < down])),
            during=dict(sources(cluster, [a for a in load.answers if down <= a[0] < restarted])),
-           back_on_replica_after_s=None if back is None else round(back, 1))
+           back_on_replica_after_s=None if back is None else round(back, 1), alerts=named(fired))
     assert set(statuses) == {200}
     assert back is not None
 
@@ -217,8 +221,9 @@ def test_i_reads_without_a_token_never_staler_than_the_bound(cluster):
     assert max(staleness) <= MAX_LAG + 2
 
 
-def test_j_the_primary_killed_under_reads_and_writes(cluster):
+def test_j_the_primary_killed_under_reads_and_writes(cluster, cluster_monitor):
     caught_up(cluster)
+    since = quiet(cluster_monitor)
     prefix = f'primary-{uuid.uuid4().hex[:6]}'
     writes = []
 
@@ -248,12 +253,14 @@ def test_j_the_primary_killed_under_reads_and_writes(cluster):
         thread.join()
     statuses = load.statuses()
     during = [w for w in writes if down + 0.5 <= w[0] < restarting]
+    # Back in seconds by itself: no page (PrimaryDown waits 15 s; High5xxRatio a minute).
+    fired = alerts_after(cluster_monitor, since)
     print(f'primary mariadbd {killed} SIGKILLed')
     report(f'j. primary mariadbd SIGKILLed for {restarted - down:.0f} s; 4 readers, 1 writer',
            statuses + [w[1] for w in writes],
            reads_during=dict(sources(cluster, [a for a in load.answers if down <= a[0] < restarted])),
            writes_during=dict(Counter(w[1] for w in during)),
-           writes_201_again_after_s=None if again is None else round(again - restarted, 1))
+           writes_201_again_after_s=None if again is None else round(again - restarted, 1), alerts=named(fired))
     assert set(statuses) == {200}, 'no read fails'
     assert during and {w[1] for w in during} == {503} and all(w[2] for w in during)
     assert again is not None and again - restarted < 10
