@@ -25,9 +25,9 @@ CPU is user + system time per request of every process a request touches: the fr
 (the single server's, or the edge: the clients' TLS and the edge's client side of the link),
 each app host's nginx, uwsgi (master and workers, every host), mariadbd; wrk's is not counted,
 nor the kernel's softirq time for the bridge and veths (no process owns it). The link's TLS
-handshakes are counted from the app hosts' access logs (conf/nginx/wsgiapp-app.conf logs
-`reqs=$connection_requests tls=$ssl_session_reused`): a line with reqs=1 is a connection's
-first request, so one handshake (a resumed one when tls=r). wrk stops mid-request, which makes
+handshakes are counted from the app hosts' JSON access logs (conf/nginx/wsgiapp-app.conf logs
+`connection_requests` and `tls`, $ssl_session_reused): a line with connection_requests 1 is a
+connection's first request, so one handshake (a resumed one when tls is "r"). wrk stops mid-request, which makes
 the edge close the link connections it had answers in flight on; settle_link opens them again
 before each run, and counts them apart.
 """
@@ -282,7 +282,8 @@ def lines(rows):
            f'size in every round (each cluster row: the median of {runs} run(s); the single server\'s: of all its '
            'runs). CPU is user + system time per request of each process a request touches (masters '
            'and workers; every app host summed); wrk\'s and the kernel\'s bridge work are not counted. Handshakes: '
-           'new connections on the link (a request with `reqs=1` in the app hosts\' access logs) per 100 requests '
+           'new connections on the link (a request with `connection_requests` 1 in the app hosts\' access logs) '
+           'per 100 requests '
            'during the run. wrk stops mid-request, and the edge closes each link connection whose answer it had '
            'not read to the end (one per client that leaves mid-request): after the 1 s warm-up, 3 bursts of 32 '
            'requests per app host at once, each completed, make the edge open those again before the run '

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from launcher.logs import entries
 from launcher.machine import CACHE, Machine
 from launcher.server import DOMAIN, deploy, deploy_commands, deploy_script
 
@@ -110,9 +111,10 @@ def test_the_deploy_steps_work_as_written(server):
     # Both HTTP-01 validations came through nginx on port 80, pebble fetching from the
     # server's address: the first through Debian's default site, the renewal's through the
     # wsgiapp site, as Debian's certbot.timer will renew it.
-    challenge = 'GET /.well-known/acme-challenge/'
-    assert challenge in machine.read('/var/log/nginx/access.log')
-    assert challenge in machine.read('/var/log/nginx/wsgiapp.access.log')
+    challenge = '/.well-known/acme-challenge/'
+    assert f'GET {challenge}' in machine.read('/var/log/nginx/access.log')  # Debian's format
+    assert any(line['method'] == 'GET' and line['uri'].startswith(challenge)  # the site's JSON
+               for line in entries(machine.read('/var/log/nginx/wsgiapp.access.log')))
     assert machine.run(['systemctl', 'is-active', 'certbot.timer'], check=False).stdout.strip() == 'active'
 
 
