@@ -4,6 +4,7 @@ the app's own (wsgiapp/app.py, Application.log), which carry the same request id
 cluster's edge and app hosts (each host's journal, where nginx and uwsgi both log)."""
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 
@@ -79,4 +80,6 @@ def show(var, request_id):
     lines = trace(var, request_id)
     for where, source, entry in lines:
         print(f'{where:12} {source:16} {json.dumps(entry)}')
+    if not lines:
+        print(f'no log line has the request id {request_id!r} (it is the answer\'s X-Request-ID)', file=sys.stderr)
     return 0 if lines else 1
