@@ -49,6 +49,7 @@ from launcher.wait import TimedOut, wait_for
 
 PEERS = {  # name -> WSGI module
     'ceiling': 'bench.peers.ceiling:application',
+    'ceiling-headers': 'bench.peers.ceiling_headers:application',
     'ceiling-db': 'bench.peers.ceiling_db:application',
     'seed': 'bench.peers.seed:application',
     'flask': 'bench.peers.flask_app:application',
@@ -56,7 +57,7 @@ PEERS = {  # name -> WSGI module
     'wsgiapp': 'wsgiapp.app:application',
 }
 ROUTES = {  # label -> (path, which peers have it)
-    '/': ('/', ('ceiling', 'flask', 'falcon', 'wsgiapp')),
+    '/': ('/', ('ceiling', 'ceiling-headers', 'flask', 'falcon', 'wsgiapp')),
     '/{name}': ('/' + '%E5%BC%A0%E4%B8%89', ('flask', 'falcon', 'wsgiapp')),
     '/admins': ('/admins', ('flask', 'falcon', 'wsgiapp')),
     '/api/admins': ('/api/admins', ('ceiling-db', 'seed', 'flask', 'falcon', 'wsgiapp')),
