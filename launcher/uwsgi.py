@@ -1,5 +1,6 @@
 """uwsgi from the virtualenv, run with conf/uwsgi.ini as is: only the run directory, the
 socket's owner and the app's settings come from the environment, as systemd's unit sets them."""
+import json
 import os
 import signal
 import socket
@@ -100,17 +101,36 @@ class Uwsgi:
         def stats_or_exited():
             if process.poll() is not None:
                 return 'exited'
-            with socket.socket(socket.AF_UNIX) as client:
-                client.settimeout(1)
-                client.connect(str(self.stats))
-                return b''.join(iter(lambda: client.recv(65536), b'')) and 'running'
+            return self.stats_json() and 'running'
         if wait_for(stats_or_exited, max(seconds, 1), 'uwsgi did not start its workers', interval=0.02,
                     detail=lambda: tails(self.log)) == 'exited':
             raise RuntimeError(f'uwsgi did not start its workers (it exited with status {process.returncode}); '
                                f'its log says:\n{tail(self.log)}')
 
-    def reload(self):
+    def stats_json(self):
+        """What uwsgi's stats server says (it answers once the master's loop runs)."""
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(1)
+            client.connect(str(self.stats))
+            return json.loads(b''.join(iter(lambda: client.recv(65536), b'')))
+
+    def workers(self):
+        """The pids of the workers running now, from the stats server."""
+        return {worker['pid'] for worker in self.stats_json()['workers'] if worker['pid'] > 0}
+
+    def reload(self, seconds=60):
+        """A graceful reload (SIGHUP, what `systemctl reload` sends), returning once every
+        worker has been replaced. uwsgi re-executes itself to reload, and a second SIGHUP that
+        arrives before the new program has set its handlers kills it (SIGHUP's default
+        action): one reload at a time."""
+        before = self.workers()
         os.kill(self.pid(), signal.SIGHUP)
+
+        def replaced():
+            now = self.workers()
+            return len(now) == len(before) and not now & before
+        wait_for(replaced, seconds, 'uwsgi to replace its workers after SIGHUP', interval=0.05,
+                 detail=lambda: tails(self.log))
 
     def stop(self):
         pid = self.pid()
