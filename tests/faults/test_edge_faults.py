@@ -80,7 +80,9 @@ def test_cached_reads_survive_a_mariadb_restart(stack):
 
 
 @pytest.mark.parametrize('connections, rounds, least', [
-    (256, 1, 0.8),  # make test: one round, a smoke-level floor for a noisy shared machine
+    # make test: a smoke-level floor for a noisy shared machine, on the median of three
+    # rounds (a single round once read 0.79: one burst of a neighbour)
+    (256, 3, 0.8),
     pytest.param(256, 3, 0.9, marks=pytest.mark.slow),
     pytest.param(1000, 3, 0.9, marks=pytest.mark.slow)])
 def test_overload_is_refused_with_503_never_502(stack, connections, rounds, least):
