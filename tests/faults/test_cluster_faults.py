@@ -41,7 +41,7 @@ from tests.helpers.web import call
 from wsgiapp.version import code_version
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.uwsgi, pytest.mark.mariadb]
-CONNECT_TIMEOUT = 1.0   # the edge's proxy_connect_timeout (wsgiapp.conf's uwsgi_connect_timeout)
+CONNECT_TIMEOUT = 3.0   # the edge's proxy_connect_timeout (wsgiapp.conf's uwsgi_connect_timeout)
 FAIL_TIMEOUT = 5.0      # fail_timeout of each app host (deploy/roles/edge)
 RESTART_SEC = 2.0       # conf/systemd/wsgiapp.service: a uwsgi that died is started again after it
 # AppHostDown: 15 s of failed scrapes (conf/prometheus/wsgiapp.rules.yml), a 5 s scrape and a
