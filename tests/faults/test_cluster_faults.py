@@ -152,7 +152,8 @@ def checkout(tmp_path, line):
     return source
 
 
-def test_c_a_rolling_deploy_under_load(cluster, tmp_path):
+def test_c_a_rolling_deploy_under_load(cluster, cluster_monitor, tmp_path):
+    since = quiet(cluster_monitor)
     source = checkout(tmp_path, '# next\n')
     old, new = code_version(ROOT / 'wsgiapp'), code_version(source / 'wsgiapp')
     assert {app.version() for app in cluster.apps} == {old} != {new}
@@ -174,9 +175,12 @@ def test_c_a_rolling_deploy_under_load(cluster, tmp_path):
         versions.setdefault(host, set()).add(version)
     statuses = load.statuses() + writer.statuses
     acked, rows, duplicates = written(cluster, [writer], prefix)
+    # A host out of the edge while it restarts is drained, not down: no page.
+    fired = alerts_after(cluster_monitor, since)
     print(f'releases {old} -> {new}')
     report(f'c. make cluster-deploy under load ({took:.1f} s): {len(cluster.apps)} hosts to a new release', statuses,
-           acked=len(acked), found=len(rows), hosts_on_new=sum(v == {new} for v in versions.values()))
+           acked=len(acked), found=len(rows), hosts_on_new=sum(v == {new} for v in versions.values()),
+           alerts=named(fired))
     assert set(load.statuses()) == {200} and set(writer.statuses) == {201} and len(acked) > 20
     assert rows == acked and duplicates == 0
     # One host at a time: each left the upstream after the one before it came back.
@@ -215,7 +219,8 @@ def tcp_listeners_besides_nginx(app):
             if not any(mark in line for mark in ('(("nginx",', '(("sshd",', '(("prometheus-', f' {app.address}:9117 '))]
 
 
-def test_d_an_intruder_on_the_app_network(cluster, tmp_path):
+def test_d_an_intruder_on_the_app_network(cluster, cluster_monitor, tmp_path):
+    since = quiet(cluster_monitor)
     before = throughput(cluster)
     certs = tmp_path / 'certs'
     certs.mkdir()
@@ -249,12 +254,13 @@ def test_d_an_intruder_on_the_app_network(cluster, tmp_path):
     after = throughput(cluster)
     tcp = {app.name: tcp_listeners_besides_nginx(app) for app in cluster.apps}
     refused = [result for attempts in results.values() for name, result in attempts.items() if 'control' not in name]
+    fired = alerts_after(cluster_monitor, since)  # refused by nginx: nothing reached the app to count
     report('d. intruder: clear text and TLS without the edge\'s certificate, to every app host',
            [result.split(':')[0] for result in refused], marker_created=marker.exists(),
            reached_uwsgi=sum(reached.values()), uwsgi_tcp_ports=sum(map(len, tcp.values())),
            control='answered' if all('200 OK' in a["TLS, the edge's certificate (control)"]
                                      for a in results.values()) else 'NOT answered',
-           reads_per_s_before=round(before), reads_per_s_after=round(after))
+           reads_per_s_before=round(before), reads_per_s_after=round(after), alerts=named(fired))
     print(json.dumps(results, indent=2))
     assert not marker.exists()
     assert all(result.startswith('refused') for result in refused), results
@@ -307,9 +313,9 @@ def every_app_host_down(cluster, monitor, paged):
            **({'paged_after_s': round(paged_after, 1)} if paged else {}))
     assert set(down_status) <= {502, 503} and all(a[2] for a in answers)
     assert max(a[1] for a in answers) < CONNECT_TIMEOUT
-    # nginx tries a host it marked failed again once its fail_timeout has passed, even when
-    # every host is marked: the first read after their return waits for that, no more.
-    assert first_ok is not None and first_ok - restarted < FAIL_TIMEOUT + 1
+    # Every host is marked failed by now, but each is also a backup that never is: the first
+    # read after their return is served, not answered 502 until fail_timeout has passed.
+    assert first_ok is not None and first_ok - restarted < 2
     assert not paged or paged_after is not None
 
 

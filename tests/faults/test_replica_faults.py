@@ -147,9 +147,10 @@ class ReadBack(threading.Thread):
             self.reads.append((time.monotonic(), status, read.get('X-Request-ID'), answer.get('X-Request-ID')))
 
 
-def test_h_read_your_writes_while_the_replica_lags(cluster):
+def test_h_read_your_writes_while_the_replica_lags(cluster, cluster_monitor):
     replica = cluster.replicas[0]
     caught_up(cluster)
+    since = quiet(cluster_monitor)
     writer = ReadBack(cluster, f'ryw-{uuid.uuid4().hex[:6]}')
     writer.start()
     try:
@@ -174,10 +175,14 @@ def test_h_read_your_writes_while_the_replica_lags(cluster):
     def share(since, until):
         return dict(Counter(by.get(r[2], ('', '', 'unknown'))[2] for r in writer.reads if since <= r[0] < until))
     other_host = sum(1 for r in writer.reads if by.get(r[2], ('a',))[0] != by.get(r[3], ('b',))[0])
+    # Stopped 10 s, then 5 s behind: shorter than ReplicaStopped's 15 s and ReplicaLagging's
+    # 30 s, and the app read on the primary meanwhile: no page.
+    fired = alerts_after(cluster_monitor, since)
     report('h. read your writes: replica SQL thread stopped 10 s, then held 5 s',
            [w[0] for w in writer.writes] + [r[1] for r in writer.reads],
            acked=len(writer.reads), found=len(found), read_back_on_another_app_host=other_host,
-           stopped=share(stopped, held), held=share(held, released), after=share(released, float('inf')))
+           stopped=share(stopped, held), held=share(held, released), after=share(released, float('inf')),
+           alerts=named(fired))
     assert {w[0] for w in writer.writes} == {201}
     assert len(found) == len(writer.reads) > 20, 'every item read back with its token'
     assert share(released + 1, float('inf')).get('replica1'), 'the replica serves token reads once caught up'
