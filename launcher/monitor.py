@@ -22,6 +22,7 @@ from launcher.process import ROOT, binary, free_port, pid_alive, say, secret_fil
 from launcher.wait import wait_for
 
 RULES = ROOT / 'conf' / 'prometheus' / 'wsgiapp.rules.yml'
+PLAYBOOK_DEFAULTS = ROOT / 'deploy' / 'roles' / 'common' / 'defaults' / 'main.yml'
 CONSOLES = ROOT / 'conf' / 'prometheus' / 'consoles'
 # The monitoring account: what mysqld_exporter's collectors read, and nothing of the data.
 EXPORTER_USER = 'exporter'
@@ -29,6 +30,13 @@ EXPORTER_GRANTS = 'PROCESS, REPLICATION CLIENT, SLAVE MONITOR'
 # The usual ports of each part, on 127.0.0.1; tests give free ones.
 PORTS = {'prometheus': 9090, 'nginx': 9113, 'mysqld': 9104, 'node': 9100, 'blackbox': 9115}
 
+
+
+def playbook_defaults():
+    """deploy/roles/common/defaults/main.yml: the exporters' ports and flags, set there once
+    for the cluster's hosts and read here for the Prometheus that scrapes them."""
+    import yaml  # ansible's dependency: in the virtualenv with it
+    return yaml.safe_load(PLAYBOOK_DEFAULTS.read_text())
 
 class Monitor:
     parts = tuple(PORTS)  # what runs on this machine
@@ -57,9 +65,9 @@ class Monitor:
                                f'--config.my-cnf={self.base / "exporter.cnf"}', '--collect.slave_status',
                                '--collect.info_schema.innodb_metrics'],
             'node': lambda: ['prometheus-node-exporter', f'--web.listen-address={listen}',
-                             '--collector.disable-defaults', '--collector.cpu', '--collector.meminfo',
-                             '--collector.filesystem', '--collector.loadavg', '--collector.netdev',
-                             '--collector.time'],
+                             '--collector.disable-defaults',
+                             *(f'--collector.{collector}'
+                               for collector in playbook_defaults()['wsgiapp_node_exporter_collectors'])],
             'blackbox': lambda: ['prometheus-blackbox-exporter', f'--web.listen-address={listen}',
                                  f'--config.file={self.base / "blackbox.yml"}'],
             'prometheus': lambda: ['prometheus', f'--web.listen-address={listen}',
@@ -212,7 +220,6 @@ class ClusterMonitor(Monitor):
     """Prometheus and the blackbox exporter on the control machine; every other exporter runs
     on its host (deploy/roles/monitoring), on the ports of deploy/roles/common/defaults."""
     parts = ('blackbox', 'prometheus')
-    HOST_PORTS = {'wsgiapp': 9117, 'nginx': 9113, 'mysqld': 9104, 'node': 9100}
 
     def __init__(self, cluster, ports=None):
         self.stack = self.cluster = cluster
@@ -229,7 +236,11 @@ class ClusterMonitor(Monitor):
                  *[(app, ('wsgiapp', 'nginx', 'node'), {}) for app in topology['app']],
                  (topology['db']['primary'], ('mysqld', 'node'), {'role': 'primary'}),
                  *[(replica, ('mysqld', 'node'), {'role': 'replica'}) for replica in topology['db']['replicas']]]
-        return [(job, f'{host["address"]}:{self.HOST_PORTS[job]}',
+        defaults = playbook_defaults()
+        ports = {job: defaults[f'wsgiapp_{name}_port'] for job, name in
+                 [('wsgiapp', 'metrics'), ('nginx', 'nginx_exporter'), ('mysqld', 'mysqld_exporter'),
+                  ('node', 'node_exporter')]}
+        return [(job, f'{host["address"]}:{ports[job]}',
                  {'host': host['name'], **(labels if job == 'mysqld' else {})})
                 for host, jobs, labels in kinds for job in jobs]
 

@@ -1,9 +1,7 @@
 """uwsgi from the virtualenv, run with conf/uwsgi.ini as is: only the run directory, the
 socket's owner and the app's settings come from the environment, as systemd's unit sets them."""
-import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +11,7 @@ from pathlib import Path
 from launcher.notify import ReadyListener
 from launcher.process import ROOT, pid_alive, say, tail, tails, terminate
 from launcher.wait import wait_for
+from wsgiapp.exporter import read_uwsgi_stats
 
 # The system user uwsgi drops to when started as root (conf/uwsgi.ini's uid and gid), as
 # production's `User=wsgiapp` (conf/systemd/wsgiapp.service); made by app_user() if missing.
@@ -109,10 +108,7 @@ class Uwsgi:
 
     def stats_json(self):
         """What uwsgi's stats server says (it answers once the master's loop runs)."""
-        with socket.socket(socket.AF_UNIX) as client:
-            client.settimeout(1)
-            client.connect(str(self.stats))
-            return json.loads(b''.join(iter(lambda: client.recv(65536), b'')))
+        return read_uwsgi_stats(self.stats, timeout=1)
 
     def workers(self):
         """The pids of the workers running now, from the stats server."""

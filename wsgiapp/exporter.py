@@ -19,16 +19,19 @@ from wsgiapp import metrics
 CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
 
 
+def read_uwsgi_stats(path, timeout=0.5):
+    """uwsgi's stats: the JSON its `stats` socket writes to each connection, then closes
+    (OSError or ValueError when it cannot be read). The launcher and the tests read it here too."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(timeout)
+        client.connect(str(path))
+        return json.loads(b''.join(iter(lambda: client.recv(65536), b'')))
+
+
 def uwsgi_stats(path, timeout=0.5):
-    """uwsgi's stats (the JSON its `stats` socket writes to each connection), or None."""
+    """read_uwsgi_stats, or None when uwsgi does not answer (a scrape says uwsgi_up 0)."""
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-            client.settimeout(timeout)
-            client.connect(path)
-            chunks = []
-            while chunk := client.recv(65536):
-                chunks.append(chunk)
-        return json.loads(b''.join(chunks))
+        return read_uwsgi_stats(path, timeout)
     except (OSError, ValueError):
         return None
 

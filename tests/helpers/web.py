@@ -75,10 +75,7 @@ def ask_socket(path, packet, timeout=5):
 
 def served_requests(stack):
     """Requests served by uwsgi's workers, from its stats socket."""
-    with socket.socket(socket.AF_UNIX) as client:
-        client.connect(str(stack.uwsgi.stats))
-        data = read_all(client)
-    return sum(worker['requests'] for worker in json.loads(data)['workers'])
+    return sum(worker['requests'] for worker in stack.uwsgi.stats_json()['workers'])
 
 
 def settled_requests(stack, expected=None, seconds=3):
