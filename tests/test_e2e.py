@@ -93,6 +93,8 @@ def test_the_access_log_is_one_json_object_per_request_whatever_the_client_sends
     assert (source, line['status'], line['method'], line['uri']) == ('nginx', str(status), 'GET', '/no-such-name?x="y"')
     assert line['user_agent'] == agent and line['cache'] in ('MISS', 'BYPASS', '')
     assert line['version'] == VERSION and line['upstream'].startswith('unix:')
+    # The route's pattern, from the app's X-Route, which nginx keeps from the client.
+    assert line['route'] == '/{name}' and 'X-Route' not in headers
     assert all(isinstance(line[key], (int, float)) for key in ('bytes', 'request_time'))
 
 

@@ -152,7 +152,7 @@ class Application:
         except Exception:
             self.log(request, 'unexpected error\n' + traceback.format_exc())
             response = self.error(request, HTTPError('internal server error; see the server log'))
-        status, body = self.send(request, response, start_response)
+        status, body = self.send(request, response, start_response, route)
         self.metrics.request(route, request.method, status, time.perf_counter() - started)
         return body
 
@@ -173,7 +173,7 @@ class Application:
         reason = STATUS_LINES[error.status].partition(' ')[2]
         return html(pages.error(error.status, reason, error.message), error.status, error.headers)
 
-    def send(self, request, response, start_response):
+    def send(self, request, response, start_response, route=routing.UNMATCHED):
         """Bytes, an exact Content-Length and the common headers, for every response (cf.
         Bottle's _cast): (the status sent, the body's iterable)."""
         body = response.body
@@ -183,7 +183,8 @@ class Application:
             body = encode_json(body).encode('utf-8')
         # Date: when this answer was made, which a copy from nginx's cache keeps (its age).
         # X-App-Version: the code that made it (wsgiapp/version.py), for rolling deploys.
-        headers = [NOSNIFF, ('X-Request-ID', request.id), date_header(), VERSION_HEADER]
+        # X-Route: the route's pattern, for nginx's log (which hides it from clients).
+        headers = [NOSNIFF, ('X-Request-ID', request.id), date_header(), VERSION_HEADER, ('X-Route', route)]
         status, read = response.status, request.method in CACHEABLE_METHODS
         # A read with a credential or a consistency token, in any form (Request.private), is
         # this client's alone: `private, no-store`, never public, whatever its status.
