@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import time
+import urllib.request
 from collections import Counter
 
 import pytest
@@ -88,11 +89,13 @@ def test_every_app_host_serves_through_its_own_nginx_and_uwsgi_never_as_root(clu
     wait_for(lambda: joined() == expected, 5, 'both lines in the journals')
 
 
-def test_the_control_machines_prometheus_sees_every_host_and_an_app_host_going_down(cluster, cluster_monitor):
+def test_the_control_machines_prometheus_sees_every_host_and_an_app_host_going_down(cluster, cluster_monitor,
+                                                                                    tmp_path):
     """make cluster-monitor: every exporter of every host up (deploy/roles/monitoring, listed
     from topology.json), each app host's requests counted exactly, the replica's threads as
-    its exporter reads them; and AppHostDown for the one app host whose uwsgi stops, firing
-    within 40 s and resolving once it is back, with no unrelated alert."""
+    its exporter reads them; AppHostDown for the one app host whose uwsgi stops, firing
+    within 40 s and resolving once it is back, with no unrelated alert; and the dashboard
+    showing it (docs/_static/dashboard-cluster.png is such a screenshot)."""
     monitor = cluster_monitor
     assert Counter(job for job, _, _ in monitor.targets()) == {'node': 6, 'nginx': 4, 'wsgiapp': 3, 'mysqld': 2}
     assert monitor.down_targets() == []
@@ -117,6 +120,12 @@ def test_the_control_machines_prometheus_sees_every_host_and_an_app_host_going_d
         wait_for(lambda: 'AppHostDown' in monitor.firing(), 40, 'AppHostDown to fire', interval=1)
         fired_after = time.monotonic() - stopped
         assert monitor.firing()['AppHostDown']['host'] == app.name
+        with urllib.request.urlopen(monitor.url + '/consoles/wsgiapp.html', timeout=10) as response:
+            page = response.read().decode()
+        assert 'error executing template' not in page and 'AppHostDown' in page and 'DOWN' in page
+        assert all(host.address in page for host in cluster.hosts())  # every host's targets
+        monitor.screenshot(tmp_path / 'dashboard.png')
+        assert (tmp_path / 'dashboard.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     finally:
         app.run(['systemctl', 'start', 'wsgiapp'])
     alerts_after(monitor, since, fired=[('AppHostDown', app.name)])  # and it resolves, and nothing else fired
