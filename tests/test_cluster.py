@@ -123,7 +123,7 @@ def test_the_control_machines_prometheus_sees_every_host_and_an_app_host_going_d
         with urllib.request.urlopen(monitor.url + '/consoles/wsgiapp.html', timeout=10) as response:
             page = response.read().decode()
         assert 'error executing template' not in page and 'AppHostDown' in page and 'DOWN' in page
-        assert all(host.address in page for host in cluster.hosts())  # every host's targets
+        assert all(host.address in page and host.name in page for host in cluster.hosts())  # every host's targets
         monitor.screenshot(tmp_path / 'dashboard.png')
         assert (tmp_path / 'dashboard.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     finally:
