@@ -100,8 +100,9 @@ def test_f_the_replica_killed(cluster, cluster_monitor):
 
 
 @pytest.mark.slow
-def test_g_the_replica_partitioned(cluster):
+def test_g_the_replica_partitioned(cluster, cluster_monitor):
     caught_up(cluster)
+    since = quiet(cluster_monitor)
     with Load(cluster, reads(cluster, READS), threads=4, seconds=40) as load:
         time.sleep(2)
         cluster.network.partition('db2')
@@ -111,10 +112,13 @@ def test_g_the_replica_partitioned(cluster):
         healed = time.monotonic()
         back = back_on_replica(cluster, load, healed)
     during = sorted(a[2] for a in load.answers if cut <= a[0] < healed)
+    # 6 s out of reach, then replicating again within a second (MASTER_CONNECT_RETRY = 1):
+    # shorter than ReplicaDown's 15 s; reads went to the primary meanwhile. No page.
+    fired = alerts_after(cluster_monitor, since)
     report(f'g. replica partitioned for {healed - cut:.0f} s (veth down); 4 readers', load.statuses(),
            during=dict(sources(cluster, [a for a in load.answers if cut <= a[0] < healed])),
            p99_ms=round(during[int(len(during) * 0.99)] * 1000), max_ms=round(during[-1] * 1000),
-           back_on_replica_after_s=None if back is None else round(back, 1))
+           back_on_replica_after_s=None if back is None else round(back, 1), alerts=named(fired))
     assert set(load.statuses()) == {200}
     # A read already waiting on the lost replica gives up after its read timeout
     # (DB connect timeout 2 s + the token wait rounded up: 3 s), and goes to the primary.
@@ -189,9 +193,10 @@ def test_h_read_your_writes_while_the_replica_lags(cluster, cluster_monitor):
 
 
 @pytest.mark.slow
-def test_i_reads_without_a_token_never_staler_than_the_bound(cluster):
+def test_i_reads_without_a_token_never_staler_than_the_bound(cluster, cluster_monitor):
     replica = cluster.replicas[0]
     caught_up(cluster)
+    since = quiet(cluster_monitor)
     token = headers(cluster, **{'Content-Type': 'application/json'})
     name = f'lag-{uuid.uuid4().hex[:6]}'
     status, answer, _ = call(cluster, 'POST', '/api/admins', json.dumps({'name': name, 'email': 'v0@x.test'}), token)
@@ -217,9 +222,12 @@ def test_i_reads_without_a_token_never_staler_than_the_bound(cluster):
         seen = int(json.loads(body)['email'][1:].split('@')[0])
         newer = acknowledged.get(seen + 1)
         staleness.append(max(0.0, started - newer) if newer is not None and newer < started else 0.0)
+    # 9 s behind at most: under ReplicaLagging's 30 s, and the app read on the primary meanwhile.
+    fired = alerts_after(cluster_monitor, since)
     report(f'i. tokenless reads, the replica held {released - held:.0f} s while an item is PATCHed',
            load.statuses(), max_stale_s=round(max(staleness), 2),
-           sources=dict(sources(cluster, [a for a in load.answers if held <= a[0] < released])))
+           sources=dict(sources(cluster, [a for a in load.answers if held <= a[0] < released])),
+           alerts=named(fired))
     assert set(load.statuses()) == {200}
     # The bound, plus what the monitor may miss: a check a second, Seconds_Behind_Master in
     # whole seconds.
