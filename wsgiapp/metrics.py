@@ -54,6 +54,9 @@ class Off:
     def add(self, key, amount=1.0):
         pass
 
+    def started(self):
+        pass
+
     def request(self, route, method, status, seconds):
         pass
 
@@ -72,6 +75,7 @@ class Recorder:
         self.pid = None
         self.slots = {}      # sample name -> slot
         self.requests = {}   # (route, method, status) -> (counter slot, duration sum and count slots)
+        self.in_flight = None  # IN_FLIGHT's slot, found once per process: two uses per request
 
     def _open(self):
         """Attach to this worker's files (a respawned worker continues its predecessor's
@@ -93,6 +97,7 @@ class Recorder:
             self.slots[key] = slot
             if HELP.get(key.partition('{')[0], ('',))[0] == 'gauge':
                 self.values[slot] = 0.0
+        self.in_flight = self._slot(IN_FLIGHT)
         self.pid = os.getpid()
 
     def _slot(self, key):
@@ -106,6 +111,15 @@ class Recorder:
             os.write(self.keys, (key + '\n').encode('utf-8'))  # one write: appended whole
             self.slots[key] = slot
         return slot
+
+    def started(self):
+        """One request more in flight (request() below counts it out): add(IN_FLIGHT), with
+        the slot looked up once."""
+        with self.lock:
+            if self.pid != os.getpid():
+                self._open()
+            if self.in_flight is not None:
+                self.values[self.in_flight] += 1.0
 
     def add(self, key, amount=1.0):
         with self.lock:
@@ -133,9 +147,8 @@ class Recorder:
                 values[buckets[bisect.bisect_left(BUCKETS, seconds)]] += 1.0
                 values[total] += seconds
                 values[count] += 1.0
-            slot = self._slot(IN_FLIGHT)
-            if slot is not None:
-                self.values[slot] -= 1.0
+            if self.in_flight is not None:
+                self.values[self.in_flight] -= 1.0
 
     def _request_slots(self, route, method, status):
         # The histogram's buckets are counted one by one (le is the upper bound of each, +Inf

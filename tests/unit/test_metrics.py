@@ -48,7 +48,9 @@ def test_a_line_still_being_written_is_not_read(tmp_path):
     recorder.add('wsgiapp_pool_waits_total{server="primary"}', 5)
     with open(tmp_path / 'worker-1.keys', 'a') as keys:
         keys.write('wsgiapp_pool_timeouts_tot')  # no newline yet
-    assert metrics.collect(str(tmp_path)) == {'wsgiapp_pool_waits_total{server="primary"}': 5}
+    # (the in-flight gauge is every worker's first line, at 0 until a request comes)
+    assert metrics.collect(str(tmp_path)) == {'wsgiapp_requests_in_flight': 0,
+                                              'wsgiapp_pool_waits_total{server="primary"}': 5}
 
 
 def test_unknown_methods_share_one_label(tmp_path):
