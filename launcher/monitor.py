@@ -31,12 +31,12 @@ EXPORTER_GRANTS = 'PROCESS, REPLICATION CLIENT, SLAVE MONITOR'
 PORTS = {'prometheus': 9090, 'nginx': 9113, 'mysqld': 9104, 'node': 9100, 'blackbox': 9115}
 
 
-
 def playbook_defaults():
     """deploy/roles/common/defaults/main.yml: the exporters' ports and flags, set there once
     for the cluster's hosts and read here for the Prometheus that scrapes them."""
     import yaml  # ansible's dependency: in the virtualenv with it
     return yaml.safe_load(PLAYBOOK_DEFAULTS.read_text())
+
 
 class Monitor:
     parts = tuple(PORTS)  # what runs on this machine
