@@ -11,6 +11,7 @@ lives in VAR/cluster/monitor; `make cluster-stop` stops it too.
 
 Both load conf/prometheus/wsgiapp.rules.yml and its console (the dashboard) from
 conf/prometheus/consoles."""
+import functools
 import json
 import os
 import signal
@@ -31,9 +32,11 @@ EXPORTER_GRANTS = 'PROCESS, REPLICATION CLIENT, SLAVE MONITOR'
 PORTS = {'prometheus': 9090, 'nginx': 9113, 'mysqld': 9104, 'node': 9100, 'blackbox': 9115}
 
 
+@functools.cache
 def playbook_defaults():
     """deploy/roles/common/defaults/main.yml: the exporters' ports and flags, set there once
-    for the cluster's hosts and read here for the Prometheus that scrapes them."""
+    for the cluster's hosts and read here for the Prometheus that scrapes them (parsed once:
+    targets() is asked on every poll while Prometheus starts)."""
     import yaml  # ansible's dependency: in the virtualenv with it
     return yaml.safe_load(PLAYBOOK_DEFAULTS.read_text())
 
