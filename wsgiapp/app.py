@@ -174,7 +174,7 @@ class Application:
         reason = STATUS_LINES[error.status].partition(' ')[2]
         return html(pages.error(error.status, reason, error.message), error.status, error.headers)
 
-    def send(self, request, response, start_response, route=routing.UNMATCHED):
+    def send(self, request, response, start_response, route):
         """Bytes, an exact Content-Length and the common headers, for every response (cf.
         Bottle's _cast): (the status sent, the body's iterable)."""
         body = response.body
