@@ -97,3 +97,11 @@ def test_an_admins_page_with_a_bad_query_is_an_html_400(api):
     response = api.get('/admins?limit=1000', status=400)
     assert response.headers['Content-Type'] == 'text/html; charset=utf-8'
     assert "<p>query parameter &#x27;limit&#x27; must be a decimal integer from 1 to 100</p>" in response.text
+
+
+def test_the_benchmarks_header_control_carries_the_headers_of_slash(api):
+    """bench/peers/ceiling_headers.py measures what carrying `/`'s headers costs uwsgi and
+    nginx: it must send the very names the app sends there, or it measures something else."""
+    from bench.peers.ceiling_headers import HEADERS
+    sent = [name for name, _ in api.get('/').headerlist]
+    assert sorted(name for name, _ in HEADERS) == sorted(sent)
