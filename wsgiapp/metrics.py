@@ -1,15 +1,17 @@
-"""The app's metrics (docs/metrics.rst): counters, gauges and histograms that each uwsgi
-worker keeps in files of its own, and the Prometheus text that sums them over every worker.
+"""The app's metrics (docs/metrics.rst): counters, gauges and histograms that each thread of
+each uwsgi worker keeps in files of its own, and the Prometheus text that sums them over all.
 
 Why files, and these ones: a worker may be SIGKILLed and respawned at any time, and its
 counts must survive it (a counter that drops when a worker dies reads as a reset). Each
-worker writes two files in WSGIAPP_METRICS_DIR, named after its uwsgi worker id, not its
-process id, so a respawned worker carries on with its predecessor's files and their number
-never grows (the trap of prometheus-client's per-pid files):
-- `worker-N.keys`: one sample name per line (`name{label="value"}`), appended, never changed;
-- `worker-N.values`: a memory-mapped array of doubles, slot i for line i. A write to the
+thread of a worker writes two files in WSGIAPP_METRICS_DIR, named after its uwsgi worker id
+and its number in that worker (in the order the threads first count), not a process id, so
+a respawned worker carries on with its predecessor's files and their number never grows
+(the trap of prometheus-client's per-pid files):
+- `worker-N-T.keys`: one sample name per line (`name{label="value"}`), appended, never changed;
+- `worker-N-T.values`: a memory-mapped array of doubles, slot i for line i. A write to the
   map is in the kernel's page cache at once: a SIGKILL loses nothing already counted.
-The reader (`python -m wsgiapp metrics`) sums every worker's value of each line. uwsgi's
+One writer per file: a count is a `+=` with no lock, and a reader sees each double whole.
+The reader (`python -m wsgiapp metrics`) sums every file's value of each line. uwsgi's
 master empties the directory when it loads the app, before it forks: counts start at zero
 with each start or reload, as a process's counters do.
 """
@@ -64,103 +66,140 @@ class Off:
 IN_FLIGHT = 'wsgiapp_requests_in_flight'
 
 
-class Recorder:
-    """This process's metrics files in `directory`, opened on first use in each process (uwsgi
-    forks its workers after the app is loaded, with a raw fork())."""
+class Region:
+    """One thread's pair of files: `worker-N-T.keys` and `worker-N-T.values`. Only that thread
+    writes them, so a count is a plain `+=` into the map, with no lock to take."""
+    __slots__ = ('map', 'values', 'keys', 'slots', 'requests', 'in_flight')
 
-    def __init__(self, directory, worker_id=None):
-        self.directory = directory
-        self.worker_id = worker_id or uwsgi_worker_id
-        self.lock = threading.Lock()
-        self.pid = None
-        self.slots = {}      # sample name -> slot
-        self.requests = {}   # (route, method, status) -> (counter slot, duration sum and count slots)
-        self.in_flight = None  # IN_FLIGHT's slot, found once per process: two uses per request
-
-    def _open(self):
-        """Attach to this worker's files (a respawned worker continues its predecessor's
-        counts); gauges start at zero, since what they counted died with that process."""
-        name = f'worker-{self.worker_id()}'
-        keys_path = os.path.join(self.directory, name + '.keys')
-        values_path = os.path.join(self.directory, name + '.values')
-        fd = os.open(values_path, os.O_RDWR | os.O_CREAT, 0o640)
-        try:
-            if os.fstat(fd).st_size < SLOTS * 8:
-                os.ftruncate(fd, SLOTS * 8)
-            self.map = mmap.mmap(fd, SLOTS * 8)
-        finally:
-            os.close(fd)
+    def __init__(self, directory, name):
+        """The files `name`.keys and `name`.values in `directory`; with no directory, memory of
+        this process only (uwsgi's master, which records nothing a worker should inherit)."""
+        if directory is None:
+            self.map, self.keys, keys = bytearray(SLOTS * 8), None, []
+        else:
+            keys_path = os.path.join(directory, name + '.keys')
+            self.map = map_values(os.path.join(directory, name + '.values'))
+            self.keys = os.open(keys_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            keys = read_keys(keys_path)
         self.values = memoryview(self.map).cast('d')
-        self.keys = os.open(keys_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        self.slots, self.requests = {}, {}
-        for slot, key in enumerate(read_keys(keys_path)):
-            self.slots[key] = slot
-            if HELP.get(key.partition('{')[0], ('',))[0] == 'gauge':
-                self.values[slot] = 0.0
-        self.in_flight = self._slot(IN_FLIGHT)
-        self.pid = os.getpid()
+        self.slots = {key: slot for slot, key in enumerate(keys)}  # sample name -> slot
+        self.requests = {}  # (route, method, status) -> (counter slot, buckets, sum and count slots)
+        self.in_flight = self.slot(IN_FLIGHT)  # found once: two uses per request
 
-    def _slot(self, key):
-        """The slot of `key`, written to the keys file first if it is new (under self.lock)."""
+    def slot(self, key):
+        """The slot of `key`, written to the keys file first if it is new."""
         slot = self.slots.get(key)
         if slot is None:
             slot = len(self.slots)
             if slot >= SLOTS:  # cannot happen with fixed labels; counted as nothing rather than fail
                 return None
             self.values[slot] = 0.0
-            os.write(self.keys, (key + '\n').encode('utf-8'))  # one write: appended whole
+            if self.keys is not None:
+                os.write(self.keys, (key + '\n').encode('utf-8'))  # one write: appended whole
             self.slots[key] = slot
         return slot
 
-    def started(self):
-        """One request more in flight (request() below counts it out): add(IN_FLIGHT), with
-        the slot looked up once."""
+
+class Recorder:
+    """This process's metrics, in files of each of its threads in `directory`, opened on each
+    thread's first use. uwsgi forks its workers from the master after the app is loaded, with
+    a raw fork() that runs no Python fork hook: the master records nothing, so no worker
+    inherits its files, and each worker's threads open their own."""
+
+    def __init__(self, directory, worker_id=None):
+        self.directory = directory
+        self.worker_id = worker_id or uwsgi_worker_id
+        self.local = threading.local()  # .region: this thread's Region
+        self.lock = threading.Lock()  # only for opening a thread's files
+        self.pid, self.threads = None, 0  # the process whose threads are numbered, and how many
+
+    def _region(self):
+        """This thread's Region, opened on its first use (a respawned worker's threads
+        continue their predecessor's counts); the first thread of a process sets the worker's
+        gauges back to zero, since what they counted died with the process before it."""
+        worker = self.worker_id()
+        if worker == 0:  # uwsgi's master (or its mule): a fork must inherit no Region
+            return Region(None, 'master')
         with self.lock:
             if self.pid != os.getpid():
-                self._open()
-            if self.in_flight is not None:
-                self.values[self.in_flight] += 1.0
+                self.pid, self.threads = os.getpid(), 0
+                self._zero_gauges(f'worker-{worker}-')
+            region = Region(self.directory, f'worker-{worker}-{self.threads}')
+            self.threads += 1
+        self.local.region = region
+        return region
+
+    def _zero_gauges(self, prefix):
+        for name in os.listdir(self.directory):
+            if name.startswith(prefix) and name.endswith('.keys'):
+                values = memoryview(map_values(os.path.join(self.directory, name[:-5] + '.values'))).cast('d')
+                for slot, key in enumerate(read_keys(os.path.join(self.directory, name))):
+                    if HELP.get(key.partition('{')[0], ('',))[0] == 'gauge':
+                        values[slot] = 0.0
+                values.release()
+
+    def started(self):
+        """One request more in flight (request() below counts it out)."""
+        try:
+            region = self.local.region
+        except AttributeError:
+            region = self._region()
+        region.values[region.in_flight] += 1.0
 
     def add(self, key, amount=1.0):
-        with self.lock:
-            if self.pid != os.getpid():
-                self._open()
-            slot = self._slot(key)
-            if slot is not None:
-                self.values[slot] += amount
+        try:
+            region = self.local.region
+        except AttributeError:
+            region = self._region()
+        slot = region.slot(key)
+        if slot is not None:
+            region.values[slot] += amount
 
     def request(self, route, method, status, seconds):
         """One answered request: its count, its duration in the route's histogram, and one
-        request fewer in flight (the app added one when it came in: add() below)."""
-        if method not in METHODS:
+        request fewer in flight (started() counted it in)."""
+        if method not in METHODS:  # before the lookup: a client's methods are unbounded
             method = 'other'
-        with self.lock:
-            if self.pid != os.getpid():
-                self._open()
-            slots = self.requests.get((route, method, status))
-            if slots is None:
-                slots = self.requests[(route, method, status)] = self._request_slots(route, method, status)
-            if slots is not None:
-                counter, buckets, total, count = slots
-                values = self.values
-                values[counter] += 1.0
-                values[buckets[bisect.bisect_left(BUCKETS, seconds)]] += 1.0
-                values[total] += seconds
-                values[count] += 1.0
-            if self.in_flight is not None:
-                self.values[self.in_flight] -= 1.0
+        try:
+            region = self.local.region
+        except AttributeError:
+            region = self._region()
+        slots = region.requests.get((route, method, status))
+        if slots is None:
+            slots = region.requests[(route, method, status)] = request_slots(region, route, method, status)
+        values = region.values
+        if slots is not None:
+            counter, buckets, total, count = slots
+            values[counter] += 1.0
+            values[buckets[bisect.bisect_left(BUCKETS, seconds)]] += 1.0
+            values[total] += seconds
+            values[count] += 1.0
+        values[region.in_flight] -= 1.0
 
-    def _request_slots(self, route, method, status):
-        # The histogram's buckets are counted one by one (le is the upper bound of each, +Inf
-        # the rest); the reader adds them up into Prometheus' cumulative buckets.
-        name = 'wsgiapp_request_duration_seconds'
-        slots = (self._slot(sample('wsgiapp_requests_total', route=route, method=method, status=status)),
-                 [self._slot(sample(name + '_bucket', route=route, le=str(bound))) for bound in BUCKETS + ('+Inf',)],
-                 self._slot(sample(name + '_sum', route=route)),
-                 self._slot(sample(name + '_count', route=route)))
-        if slots[0] is None or None in slots[1] or None in slots[2:]:
-            return None
-        return slots
+
+def request_slots(region, route, method, status):
+    """The slots of a request's count and of its route's histogram in `region`, or None."""
+    # The histogram's buckets are counted one by one (le is the upper bound of each, +Inf
+    # the rest); the reader adds them up into Prometheus' cumulative buckets.
+    name = 'wsgiapp_request_duration_seconds'
+    slots = (region.slot(sample('wsgiapp_requests_total', route=route, method=method, status=status)),
+             [region.slot(sample(name + '_bucket', route=route, le=str(bound))) for bound in BUCKETS + ('+Inf',)],
+             region.slot(sample(name + '_sum', route=route)),
+             region.slot(sample(name + '_count', route=route)))
+    if slots[0] is None or None in slots[1] or None in slots[2:]:
+        return None
+    return slots
+
+
+def map_values(path):
+    """The file at `path`, SLOTS doubles long, mapped shared: a write is in the page cache at once."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    try:
+        if os.fstat(fd).st_size < SLOTS * 8:
+            os.ftruncate(fd, SLOTS * 8)
+        return mmap.mmap(fd, SLOTS * 8)
+    finally:
+        os.close(fd)
 
 
 def uwsgi_worker_id():
