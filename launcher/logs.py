@@ -1,7 +1,7 @@
 """The JSON log lines: nginx's access logs (conf/nginx/: `log_format ... escape=json`) and
 the app's own (wsgiapp/app.py, Application.log), which carry the same request id; and
 `make logs ID=...`: one request's path across them, on `make run`'s stack and on the
-cluster's edge and app hosts (each host's journal, where nginx and uwsgi both log)."""
+cluster's edge and app hosts (nginx's files there, and uwsgi's journal)."""
 import json
 import subprocess
 import sys
@@ -41,18 +41,31 @@ def single(var, request_id):
             for entry in by_id(read(path), request_id)]
 
 
-def journal(host, request_id):
-    """(host, identifier, entry) for `request_id` in a cluster host's journal: the edge's
-    and the link's access lines (syslog identifiers wsgiapp_access, wsgiapp_link) and the
-    app's lines (wsgiapp.service's uwsgi)."""
-    out = host.run(['journalctl', '-o', 'json', '--no-pager', '--grep', request_id], check=False)
+# nginx's access logs on a cluster host, by the syslog tag its journal lines carry
+# (conf/nginx/): the files have every line; nginx drops a syslog line that journald has no
+# room for yet, which under load is most of them (docs/operations.rst).
+ACCESS_LOGS = {'/var/log/nginx/wsgiapp.access.log': 'wsgiapp_access',
+               '/var/log/nginx/wsgiapp-app.access.log': 'wsgiapp_link'}
+
+
+def host_lines(host, request_id):
+    """(host, source, entry) for `request_id` on a cluster host: the edge's and the link's
+    access lines from nginx's files (and the ones logrotate moved aside last), the app's
+    lines from wsgiapp.service's journal (its stderr: a stream, not dropped datagrams)."""
+    files = [path + suffix for path in ACCESS_LOGS for suffix in ('.1', '')]
+    # -F: the id is a literal; -s: a host has only the files of its role.
+    out = host.run(['grep', '-sF', '--with-filename', request_id, *files], check=False)
     found = []
+    for line in out.splitlines():
+        path, _, text = line.partition(':')
+        source = ACCESS_LOGS[path.removesuffix('.1')]
+        found += [(host.name, source, entry) for entry in by_id(entries(text), request_id)]
+    out = host.run(['journalctl', '-u', 'wsgiapp.service', '-o', 'json', '--no-pager', '--grep', request_id],
+                   check=False)
     for record in entries(out):
         message = record.get('MESSAGE')
-        if not isinstance(message, str):
-            continue  # bytes that are not UTF-8: no line of ours
-        source = record.get('SYSLOG_IDENTIFIER') or record.get('_SYSTEMD_UNIT', '')
-        found += [(host.name, source, entry) for entry in by_id(entries(message), request_id)]
+        if isinstance(message, str):  # bytes that are not UTF-8: no line of ours
+            found += [(host.name, 'uwsgi', entry) for entry in by_id(entries(message), request_id)]
     return found
 
 
@@ -60,7 +73,7 @@ def cluster(base, request_id):
     from launcher.cluster import Cluster
     topology = json.loads((base / 'topology.json').read_text())
     hosts = Cluster(base, apps=len(topology['app']), replicas=0)  # the database hosts are not read
-    return [line for host in [hosts.edge, *hosts.apps] for line in journal(host, request_id)]
+    return [line for host in [hosts.edge, *hosts.apps] for line in host_lines(host, request_id)]
 
 
 def trace(var, request_id):

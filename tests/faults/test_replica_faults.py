@@ -22,7 +22,7 @@ from contextlib import closing
 
 import pytest
 
-from launcher import replication
+from launcher import logs, replication
 from launcher.cluster import kill_program
 from launcher.wait import wait_for
 from tests.helpers.alerts import alerts_after, named, quiet
@@ -248,7 +248,7 @@ def test_j_the_primary_killed_under_reads_and_writes(cluster, cluster_monitor):
             status, answer, _ = call(cluster, 'POST', '/api/admins',
                                      json.dumps({'name': f'{prefix}-{n}', 'email': 'p@x.test'}),
                                      headers(cluster, **{'Content-Type': 'application/json'}))
-            writes.append((started, status, answer.get('Retry-After')))
+            writes.append((started, status, answer.get('Retry-After'), answer.get('X-Request-ID')))
             time.sleep(0.05)
     stop = threading.Event()
     thread = threading.Thread(target=writer, args=(stop,))
@@ -277,3 +277,12 @@ def test_j_the_primary_killed_under_reads_and_writes(cluster, cluster_monitor):
     assert set(statuses) == {200}, 'no read fails'
     assert during and {w[1] for w in during} == {503} and all(w[2] for w in during)
     assert again is not None and again - restarted < 10
+    # One refused write's path by its id (make logs): the edge's line, the app host's, and
+    # the app's own, which names the cause.
+    refused = during[0][3]
+
+    def path():
+        return {(source, entry.get('status') or entry.get('message', '').partition(':')[0])
+                for _, source, entry in logs.cluster(cluster.base, refused)}
+    wait_for(lambda: path() == {('wsgiapp_access', '503'), ('wsgiapp_link', '503'), ('uwsgi', 'database unavailable')},
+             5, f'the three lines of {refused}')
