@@ -133,7 +133,6 @@ class Application:
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
-        self.metrics.started()
         request = Request(environ)
         route = routing.UNMATCHED
         try:

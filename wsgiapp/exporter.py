@@ -1,7 +1,8 @@
 """The app's metrics for Prometheus, on a listener of their own (WSGIAPP_METRICS_LISTEN,
 127.0.0.1:9117 by default), never on the public site. Each scrape sums the workers' files
 (wsgiapp/metrics.py) and asks uwsgi's stats server (its unix socket) how its workers are:
-busy or idle, respawned, and how many connections wait in the listen queue.
+busy or idle, respawned, how many requests they are in, and how many connections wait in
+the listen queue.
 
 It runs as uwsgi's mule (conf/uwsgi.ini: `mule = wsgiapp.exporter:mule`), a process that
 uwsgi's master forks, respawns and stops with the workers, and that answers while every
@@ -49,6 +50,11 @@ def uwsgi_lines(stats):
         states[state] = states.get(state, 0) + 1
     lines += ['# HELP uwsgi_workers uwsgi workers by state.', '# TYPE uwsgi_workers gauge']
     lines += [f'uwsgi_workers{{state="{state}"}} {count}' for state, count in sorted(states.items())]
+    # Counted by uwsgi, not by the app: a core is in a request from reading it to the end of
+    # its answer, and the master clears a dead worker's. Nothing for the app to add per request.
+    in_flight = sum(core.get('in_request', 0) for worker in workers for core in worker.get('cores', []))
+    lines += ['# HELP wsgiapp_requests_in_flight Requests uwsgi\'s workers are reading or answering now.',
+              '# TYPE wsgiapp_requests_in_flight gauge', f'wsgiapp_requests_in_flight {in_flight}']
     lines += ['# HELP uwsgi_worker_respawns_total Times uwsgi respawned a worker.',
               '# TYPE uwsgi_worker_respawns_total counter',
               f'uwsgi_worker_respawns_total {sum(worker.get("respawn_count", 1) - 1 for worker in workers)}',

@@ -29,7 +29,6 @@ METHODS = frozenset({'GET', 'HEAD', 'POST', 'PATCH', 'PUT', 'DELETE', 'OPTIONS'}
 HELP = {
     'wsgiapp_requests_total': ('counter', 'Requests answered, by route pattern, method and status.'),
     'wsgiapp_request_duration_seconds': ('histogram', 'Time from the request reaching the app to its answer.'),
-    'wsgiapp_requests_in_flight': ('gauge', 'Requests the app is working on now.'),
     'wsgiapp_pool_connections_in_use': ('gauge', 'Database connections taken from the pool, by server.'),
     'wsgiapp_pool_waits_total': ('counter', 'Requests that found no free pool connection and waited.'),
     'wsgiapp_pool_wait_seconds_total': ('counter', 'Time spent waiting for a pool connection.'),
@@ -56,20 +55,14 @@ class Off:
     def add(self, key, amount=1.0):
         pass
 
-    def started(self):
-        pass
-
     def request(self, route, method, status, seconds):
         pass
-
-
-IN_FLIGHT = 'wsgiapp_requests_in_flight'
 
 
 class Region:
     """One thread's pair of files: `worker-N-T.keys` and `worker-N-T.values`. Only that thread
     writes them, so a count is a plain `+=` into the map, with no lock to take."""
-    __slots__ = ('map', 'values', 'keys', 'slots', 'requests', 'in_flight')
+    __slots__ = ('map', 'values', 'keys', 'slots', 'requests')
 
     def __init__(self, directory, name):
         """The files `name`.keys and `name`.values in `directory`; with no directory, memory of
@@ -84,7 +77,6 @@ class Region:
         self.values = memoryview(self.map).cast('d')
         self.slots = {key: slot for slot, key in enumerate(keys)}  # sample name -> slot
         self.requests = {}  # (route, method, status) -> (counter slot, buckets, sum and count slots)
-        self.in_flight = self.slot(IN_FLIGHT)  # found once: two uses per request
 
     def slot(self, key):
         """The slot of `key`, written to the keys file first if it is new."""
@@ -138,14 +130,6 @@ class Recorder:
                         values[slot] = 0.0
                 values.release()
 
-    def started(self):
-        """One request more in flight (request() below counts it out)."""
-        try:
-            region = self.local.region
-        except AttributeError:
-            region = self._region()
-        region.values[region.in_flight] += 1.0
-
     def add(self, key, amount=1.0):
         try:
             region = self.local.region
@@ -156,8 +140,8 @@ class Recorder:
             region.values[slot] += amount
 
     def request(self, route, method, status, seconds):
-        """One answered request: its count, its duration in the route's histogram, and one
-        request fewer in flight (started() counted it in)."""
+        """One answered request: its count and its duration in the route's histogram. (The
+        requests in flight are uwsgi's to count: wsgiapp/exporter.py.)"""
         if method not in METHODS:  # before the lookup: a client's methods are unbounded
             method = 'other'
         try:
@@ -167,14 +151,13 @@ class Recorder:
         slots = region.requests.get((route, method, status))
         if slots is None:
             slots = region.requests[(route, method, status)] = request_slots(region, route, method, status)
-        values = region.values
         if slots is not None:
+            values = region.values
             counter, buckets, total, count = slots
             values[counter] += 1.0
             values[buckets[bisect.bisect_left(BUCKETS, seconds)]] += 1.0
             values[total] += seconds
             values[count] += 1.0
-        values[region.in_flight] -= 1.0
 
 
 def request_slots(region, route, method, status):

@@ -40,7 +40,6 @@ def test_each_thread_counts_in_files_of_its_own_and_none_is_lost(tmp_path):
     def serve():
         start.wait()
         for _ in range(each):
-            recorder.started()
             recorder.request('/', 'GET', 200, 0.001)
     workers = [threading.Thread(target=serve) for _ in range(threads)]
     for thread in workers:
@@ -49,7 +48,6 @@ def test_each_thread_counts_in_files_of_its_own_and_none_is_lost(tmp_path):
         thread.join()
     totals = metrics.collect(str(tmp_path))
     assert totals['wsgiapp_requests_total{route="/",method="GET",status="200"}'] == threads * each
-    assert totals[metrics.IN_FLIGHT] == 0
     assert sorted(name for name in os.listdir(tmp_path) if name.endswith('.keys')) == [
         f'worker-1-{number}.keys' for number in range(threads)]
 
@@ -63,16 +61,17 @@ def test_uwsgis_master_records_into_no_file(tmp_path):
 
 
 def test_a_respawned_worker_carries_on_and_its_gauges_start_at_zero(tmp_path):
+    in_use = 'wsgiapp_pool_connections_in_use{server="primary"}'
     dead = worker(tmp_path, 1)
-    dead.add(metrics.IN_FLIGHT)  # killed in the middle of a request
     dead.request('/', 'GET', 200, 0.001)
-    dead.add(metrics.IN_FLIGHT)
+    dead.add(in_use)  # killed holding a connection, which died with it
     respawned = worker(tmp_path, 1)  # same worker id, new process: reads the same files
-    respawned.add(metrics.IN_FLIGHT)
+    respawned.add(in_use)
     respawned.request('/', 'GET', 200, 0.001)
+    respawned.add(in_use, -1.0)
     totals = metrics.collect(str(tmp_path))
     assert totals['wsgiapp_requests_total{route="/",method="GET",status="200"}'] == 2
-    assert totals[metrics.IN_FLIGHT] == 0  # the dead request is not in flight any more
+    assert totals[in_use] == 0  # the dead worker's connection is not in use any more
     assert sorted(os.listdir(tmp_path)) == ['worker-1-0.keys', 'worker-1-0.values']  # none per process id
 
 
@@ -81,9 +80,7 @@ def test_a_line_still_being_written_is_not_read(tmp_path):
     recorder.add('wsgiapp_pool_waits_total{server="primary"}', 5)
     with open(tmp_path / 'worker-1-0.keys', 'a') as keys:
         keys.write('wsgiapp_pool_timeouts_tot')  # no newline yet
-    # (the in-flight gauge is every worker's first line, at 0 until a request comes)
-    assert metrics.collect(str(tmp_path)) == {'wsgiapp_requests_in_flight': 0,
-                                              'wsgiapp_pool_waits_total{server="primary"}': 5}
+    assert metrics.collect(str(tmp_path)) == {'wsgiapp_pool_waits_total{server="primary"}': 5}
 
 
 def test_unknown_methods_share_one_label(tmp_path):
@@ -129,9 +126,11 @@ def test_configure_outside_uwsgi_keeps_what_is_there(tmp_path):
 
 def test_uwsgi_stats_become_worker_states():
     stats = {'listen_queue': 3, 'listen_queue_errors': 1,
-             'workers': [{'status': 'busy', 'respawn_count': 2}, {'status': 'idle', 'respawn_count': 1},
-                         {'status': 'busy', 'respawn_count': 1}]}
+             'workers': [{'status': 'busy', 'respawn_count': 2, 'cores': [{'in_request': 1}, {'in_request': 1}]},
+                         {'status': 'idle', 'respawn_count': 1, 'cores': [{'in_request': 0}, {'in_request': 0}]},
+                         {'status': 'busy', 'respawn_count': 1, 'cores': [{'in_request': 0}, {'in_request': 1}]}]}
     lines = exporter.uwsgi_lines(stats)
+    assert 'wsgiapp_requests_in_flight 3' in lines  # every worker's cores in a request
     assert 'uwsgi_workers{state="busy"} 2' in lines and 'uwsgi_workers{state="idle"} 1' in lines
     assert 'uwsgi_worker_respawns_total 1' in lines and 'uwsgi_listen_queue 3' in lines
     assert 'uwsgi_up 1' in lines
