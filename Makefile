@@ -14,8 +14,8 @@ BIN := $(VENV)/bin
 # development stack and the tests add.
 SERVER_PACKAGES := mariadb-client libmariadb-dev pkg-config gcc python3-dev python3-venv openssl
 # Prometheus and an exporter per part, for `make monitor` (promtool tests the alert rules).
-MONITOR_PACKAGES := prometheus prometheus-nginx-exporter prometheus-mysqld-exporter prometheus-node-exporter \
-                    prometheus-blackbox-exporter
+MONITOR_PACKAGES := prometheus prometheus-alertmanager prometheus-nginx-exporter prometheus-mysqld-exporter \
+                    prometheus-node-exporter prometheus-blackbox-exporter
 DEBIAN_PACKAGES := $(SERVER_PACKAGES) mariadb-server nginx chromium wrk iproute2 systemd-container debootstrap \
                    $(MONITOR_PACKAGES)
 

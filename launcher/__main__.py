@@ -50,7 +50,8 @@ def main(argv=None):
             print(f'make monitor failed: {error}', file=sys.stderr)
             return 1
         print(f'\nPrometheus: {monitor.url}/targets  alerts: {monitor.url}/alerts  '
-              f'dashboard: {monitor.url}/consoles/wsgiapp.html\n  (all on 127.0.0.1; stop: make stop)', flush=True)
+              f'dashboard: {monitor.url}/consoles/wsgiapp.html\n  Alertmanager: {monitor.alertmanager_url}/  '
+              f'(all on 127.0.0.1; stop: make stop)', flush=True)
     elif args.action == 'down':
         from launcher.monitor import Monitor
         Monitor.of(stack).down()
@@ -95,8 +96,8 @@ def cluster(args):
             monitor = ClusterMonitor.of(hosts)
             monitor.up()
             print(f'\nPrometheus: {monitor.url}/targets  alerts: {monitor.url}/alerts  '
-                  f'dashboard: {monitor.url}/consoles/wsgiapp.html\n  (on 127.0.0.1; stop: make cluster-stop)',
-                  flush=True)
+                  f'dashboard: {monitor.url}/consoles/wsgiapp.html\n  Alertmanager: {monitor.alertmanager_url}/  '
+                  f'(on 127.0.0.1; stop: make cluster-stop)', flush=True)
         elif args.action == 'cluster-deploy':
             hosts.deploy(**({'source': args.source.resolve()} if args.source else {}), capture=False)
         elif args.action == 'cluster-down':

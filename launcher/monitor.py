@@ -10,7 +10,8 @@ host's exporters, which the playbook's monitoring role runs on the host's privat
 lives in VAR/cluster/monitor; `make cluster-stop` stops it too.
 
 Both load conf/prometheus/wsgiapp.rules.yml and its console (the dashboard) from
-conf/prometheus/consoles."""
+conf/prometheus/consoles, and send their alerts to an Alertmanager of their own
+(conf/prometheus/alertmanager.yml)."""
 import functools
 import json
 import os
@@ -25,11 +26,12 @@ from launcher.wait import wait_for
 RULES = ROOT / 'conf' / 'prometheus' / 'wsgiapp.rules.yml'
 PLAYBOOK_DEFAULTS = ROOT / 'deploy' / 'roles' / 'common' / 'defaults' / 'main.yml'
 CONSOLES = ROOT / 'conf' / 'prometheus' / 'consoles'
+ALERTMANAGER = ROOT / 'conf' / 'prometheus' / 'alertmanager.yml'
 # The monitoring account: what mysqld_exporter's collectors read, and nothing of the data.
 EXPORTER_USER = 'exporter'
 EXPORTER_GRANTS = 'PROCESS, REPLICATION CLIENT, SLAVE MONITOR'
 # The usual ports of each part, on 127.0.0.1; tests give free ones.
-PORTS = {'prometheus': 9090, 'nginx': 9113, 'mysqld': 9104, 'node': 9100, 'blackbox': 9115}
+PORTS = {'prometheus': 9090, 'alertmanager': 9093, 'nginx': 9113, 'mysqld': 9104, 'node': 9100, 'blackbox': 9115}
 
 
 @functools.cache
@@ -47,7 +49,9 @@ class Monitor:
     def __init__(self, stack, ports=None):
         self.stack = stack
         self.base = stack.base / 'monitor'
-        self.ports = dict(ports or {name: free_port() for name in self.parts})
+        self.ports = dict(ports or {})
+        for name in self.parts:  # (a part this monitor's ports.json predates gets a port too)
+            self.ports.setdefault(name, free_port())
         self.url = f'http://127.0.0.1:{self.ports["prometheus"]}'
         self.site, self.ca = stack.url, stack.ca
         self.status_socket = stack.nginx.status_socket
@@ -77,6 +81,10 @@ class Monitor:
                                    f'--config.file={self.base / "prometheus.yml"}',
                                    f'--storage.tsdb.path={self.base / "data"}', '--storage.tsdb.retention.time=2d',
                                    f'--web.console.templates={CONSOLES}', f'--web.console.libraries={CONSOLES}'],
+            # One Alertmanager, not a cluster of them: no gossip port.
+            'alertmanager': lambda: ['prometheus-alertmanager', f'--web.listen-address={listen}',
+                                     f'--config.file={ALERTMANAGER}', f'--storage.path={self.base / "alertmanager"}',
+                                     '--cluster.listen-address='],
         }[name]()
 
     def targets(self):
@@ -95,6 +103,8 @@ class Monitor:
         return {
             'global': {'scrape_interval': '5s', 'evaluation_interval': '5s', 'scrape_timeout': '4s'},
             'rule_files': [str(RULES)],
+            'alerting': {'alertmanagers': [{'static_configs': [
+                {'targets': [f'127.0.0.1:{self.ports["alertmanager"]}']}]}]},
             'scrape_configs': [
                 *[{'job_name': job, 'static_configs': configs} for job, configs in jobs.items()],
                 {'job_name': 'blackbox', 'metrics_path': '/probe', 'params': {'module': ['https_site']},
@@ -160,15 +170,27 @@ class Monitor:
         return float(result[0]['value'][1]) if result else None
 
     def down_targets(self):
-        """The scrape jobs whose target is not up, or ['prometheus'] while it does not answer."""
+        """The scrape jobs whose target is not up, or ['prometheus'] while it does not answer;
+        and 'alertmanager' while it is not ready or Prometheus has not found it."""
         try:
             targets = self.query('/api/v1/targets?state=active')['activeTargets']
         except OSError:
             return ['prometheus']
         if len(targets) < self.expected():
             return ['(not all loaded yet)']
-        return [f"{target['labels']['job']} on {target['labels']['host']}" for target in targets
+        down = [f"{target['labels']['job']} on {target['labels']['host']}" for target in targets
                 if target['health'] != 'up']
+        try:
+            urllib.request.urlopen(f'{self.alertmanager_url}/-/ready', timeout=5).close()
+        except OSError:
+            down.append('alertmanager')
+        try:
+            discovered = self.query('/api/v1/alertmanagers')['activeAlertmanagers']
+        except OSError:
+            discovered = []
+        if not discovered:
+            down.append('(Prometheus has no Alertmanager yet)')
+        return down
 
     def expected(self):
         return len(self.targets()) + 2  # and Prometheus itself, and the site's probe
@@ -181,6 +203,21 @@ class Monitor:
     def firing(self):
         """{alert name: its labels (one series' if it fires for several)} of the alerts firing now."""
         return dict(self.alerts())
+
+    def running(self):
+        return bool(pid_alive(self.pidfile('alertmanager')))
+
+    @property
+    def alertmanager_url(self):
+        return f'http://127.0.0.1:{self.ports["alertmanager"]}'
+
+    def notified(self):
+        """(alert name, its labels) of every alert Alertmanager holds, active and not silenced:
+        what its receiver is sent."""
+        url = f'{self.alertmanager_url}/api/v2/alerts?silenced=false&inhibited=false'
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return [(alert['labels']['alertname'], alert['labels']) for alert in json.loads(response.read())
+                    if alert['status']['state'] == 'active']
 
     def screenshot(self, path, width=1100, height=1500):
         """The dashboard as a PNG, taken by headless Chromium (docs/_static/dashboard.png)."""
@@ -222,12 +259,14 @@ class Monitor:
 class ClusterMonitor(Monitor):
     """Prometheus and the blackbox exporter on the control machine; every other exporter runs
     on its host (deploy/roles/monitoring), on the ports of deploy/roles/common/defaults."""
-    parts = ('blackbox', 'prometheus')
+    parts = ('blackbox', 'alertmanager', 'prometheus')
 
     def __init__(self, cluster, ports=None):
         self.stack = self.cluster = cluster
         self.base = cluster.base / 'monitor'
-        self.ports = dict(ports or {name: free_port() for name in self.parts})
+        self.ports = dict(ports or {})
+        for name in self.parts:  # (a part this monitor's ports.json predates gets a port too)
+            self.ports.setdefault(name, free_port())
         self.url = f'http://127.0.0.1:{self.ports["prometheus"]}'
         self.site, self.ca = cluster.url, cluster.ca
         self.status_socket = None  # each host's nginx exporter reads its own

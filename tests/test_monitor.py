@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 import yaml
 
-from launcher.monitor import CONSOLES, RULES, Monitor
+from launcher.monitor import ALERTMANAGER, CONSOLES, RULES, Monitor
 from launcher.wait import wait_for
 from tests.helpers.web import request
 
@@ -22,6 +22,8 @@ def test_the_alert_rules_pass_their_unit_tests():
     assert 'SUCCESS' in result.stdout
     # promtool reads every rule the file holds, and every alert has a test case of its own.
     rules = [rule for group in yaml.safe_load(RULES.read_text())['groups'] for rule in group['rules']]
+    checked = subprocess.run(['amtool', 'check-config', str(ALERTMANAGER)], capture_output=True, text=True)
+    assert checked.returncode == 0 and 'SUCCESS' in checked.stdout, checked.stdout + checked.stderr
     checked = subprocess.run(['promtool', 'check', 'rules', str(RULES)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f'{len(rules)} rules found' in checked.stdout, checked.stdout
@@ -73,9 +75,15 @@ def test_an_alert_fires_while_the_primary_is_down_and_resolves(stack, monitor):
         wait_for(lambda: 'PrimaryDown' in monitor.firing(), 45, 'PrimaryDown to fire', interval=1)
         fired_after = time.monotonic() - started
         assert set(monitor.firing()) <= {'PrimaryDown', 'High5xxRatio'}  # nothing unrelated
+        # And Alertmanager has it, for its receiver, with the labels its route groups by.
+        notified = dict(wait_for(lambda: [alert for alert in monitor.notified() if alert[0] == 'PrimaryDown'],
+                                 15, 'PrimaryDown in Alertmanager', interval=1))
+        assert notified['PrimaryDown']['severity'] == 'page' and notified['PrimaryDown']['host'] == 'localhost'
     finally:
         stack.mariadb.start()
     wait_for(lambda: 'PrimaryDown' not in monitor.firing(), 30, 'PrimaryDown to resolve', interval=1)
+    wait_for(lambda: 'PrimaryDown' not in dict(monitor.notified()), 30, 'PrimaryDown resolved in Alertmanager',
+             interval=1)
     print(f'PrimaryDown fired {fired_after:.0f} s after MariaDB stopped')
     assert fired_after < 40
     stack.wait_ready()
