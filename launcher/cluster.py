@@ -245,7 +245,11 @@ class Cluster:
     def deploy(self, source=None, capture=True):
         """The code of checkout `source` (this one by default) onto every app host, one at a
         time (deploy/rolling.yml)."""
-        recap_ = self.provision('rolling.yml', source=source, capture=capture)
+        from launcher.monitor import ClusterMonitor
+        monitor = ClusterMonitor.of(self)
+        # make cluster-monitor's Alertmanager, while it runs: each host's alerts silenced in its turn.
+        extra = {'wsgiapp_alertmanager_url': monitor.alertmanager_url} if monitor.running() else {}
+        recap_ = self.provision('rolling.yml', source=source, extra_vars=extra, capture=capture)
         self.save()
         return recap_
 

@@ -34,7 +34,7 @@ from launcher.cluster import kill_program
 from launcher.process import ROOT
 from launcher.tls import Authority
 from tests.faults.intruder import ask, client_context, request
-from tests.helpers.alerts import alerts_after, named, quiet
+from tests.helpers.alerts import Notified, alerts_after, named, quiet, silences
 from tests.helpers.fleet import play
 from tests.helpers.load import Load, Writer, bearer, first_within, reads, report, served_by, written
 from tests.helpers.web import call
@@ -162,7 +162,7 @@ def test_c_a_rolling_deploy_under_load(cluster, cluster_monitor, tmp_path):
     assert {app.version() for app in cluster.apps} == {old} != {new}
     prefix = f'deploy-{uuid.uuid4().hex[:6]}'
     writer = Writer(cluster, prefix, seconds=300, retry=False)  # a write that fails is a failed request
-    with Load(cluster, reads(cluster, READS), threads=4, seconds=300) as load:
+    with Load(cluster, reads(cluster, READS), threads=4, seconds=300) as load, Notified(cluster_monitor) as sent:
         writer.start()
         time.sleep(1)
         started = time.monotonic()
@@ -180,13 +180,16 @@ def test_c_a_rolling_deploy_under_load(cluster, cluster_monitor, tmp_path):
     acked, rows, duplicates = written(cluster, [writer], prefix)
     # Each host's uwsgi restarts in its turn, its metrics gone for a scrape or two (5 s here,
     # unloaded or under this load); once, in one run of three, long enough for AppHostDown
-    # (15 s). A drained host is not a lost one, but a page for it is what an operator
-    # silences for the deploy: allowed, and nothing else.
+    # (15 s) in Prometheus. A drained host is not a lost one: the deploy silenced each host
+    # in Alertmanager for its turn, so no page went out, and nothing else fired.
     fired = alerts_after(cluster_monitor, since, maybe=[('AppHostDown', app.name) for app in cluster.apps])
+    silenced = silences(cluster_monitor, 'deploy/rolling.yml')
     print(f'releases {old} -> {new}')
     report(f'c. make cluster-deploy under load ({took:.1f} s): {len(cluster.apps)} hosts to a new release', statuses,
            acked=len(acked), found=len(rows), hosts_on_new=sum(v == {new} for v in versions.values()),
-           alerts=named(fired))
+           alerts=named(fired), silenced=','.join(sorted(silenced)), paged=named(sent))
+    assert sent == set(), f'Alertmanager would have sent {sorted(sent)}'
+    assert set(silenced) == {app.name for app in cluster.apps}, silenced
     assert set(load.statuses()) == {200} and set(writer.statuses) == {201} and len(acked) > 20
     assert rows == acked and duplicates == 0
     # One host at a time: each left the upstream after the one before it came back.

@@ -2,7 +2,10 @@
 scenario: the alerts the fault should raise fired, nothing unrelated did, and every one
 resolved once the cluster recovered. Scenarios take `since = quiet(monitor)` as they begin
 and call `alerts_after(monitor, since, ...)` as they end."""
+import json
+import threading
 import time
+import urllib.request
 
 from launcher.wait import wait_for
 
@@ -37,3 +40,39 @@ def alerts_after(monitor, since, fired=(), maybe=()):
 def named(fired):
     """The pairs of alerts_after, for a scenario's report row."""
     return ' '.join(sorted(f'{name}:{host}' for name, host in fired)) or 'none'
+
+
+class Notified(threading.Thread):
+    """with Notified(monitor) as seen: {(alert, host)} that Alertmanager held active and neither
+    silenced nor inhibited, asked once a second while the block runs: what it would send."""
+
+    def __init__(self, monitor):
+        super().__init__(daemon=True)
+        self.monitor, self.seen, self.stop = monitor, set(), threading.Event()
+
+    def run(self):
+        while not self.stop.wait(1):
+            try:
+                self.seen |= {(name, labels.get('host', '')) for name, labels in self.monitor.notified()}
+            except OSError:
+                pass
+
+    def __enter__(self):
+        self.start()
+        return self.seen
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.join()
+
+
+def silences(monitor, created_by):
+    """{host: how many} of the silences `created_by` made in Alertmanager, expired ones too."""
+    with urllib.request.urlopen(f'{monitor.alertmanager_url}/api/v2/silences', timeout=5) as response:
+        found = {}
+        for silence in json.loads(response.read()):
+            if silence['createdBy'] == created_by:
+                for matcher in silence['matchers']:
+                    if matcher['name'] == 'host':
+                        found[matcher['value']] = found.get(matcher['value'], 0) + 1
+        return found
