@@ -205,6 +205,7 @@ class Monitor:
         return dict(self.alerts())
 
     def running(self):
+        """Whether this monitor's Alertmanager runs (a deploy has silences to set there)."""
         return bool(pid_alive(self.pidfile('alertmanager')))
 
     @property
@@ -257,8 +258,9 @@ class Monitor:
 
 
 class ClusterMonitor(Monitor):
-    """Prometheus and the blackbox exporter on the control machine; every other exporter runs
-    on its host (deploy/roles/monitoring), on the ports of deploy/roles/common/defaults."""
+    """Prometheus, its Alertmanager and the blackbox exporter on the control machine; every
+    other exporter runs on its host (deploy/roles/monitoring), on the ports of
+    deploy/roles/common/defaults."""
     parts = ('blackbox', 'alertmanager', 'prometheus')
 
     def __init__(self, cluster, ports=None):
