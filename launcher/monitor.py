@@ -43,15 +43,22 @@ def playbook_defaults():
     return yaml.safe_load(PLAYBOOK_DEFAULTS.read_text())
 
 
+def ports_for(parts, ports=None):
+    """`ports` ({part: port}, as a monitor's ports.json has them), with a free port for each of
+    `parts` it lacks: all of them for a new monitor, a part added since for a running one."""
+    ports = dict(ports or {})
+    for name in parts:
+        ports.setdefault(name, free_port())
+    return ports
+
+
 class Monitor:
     parts = tuple(PORTS)  # what runs on this machine
 
     def __init__(self, stack, ports=None):
         self.stack = stack
         self.base = stack.base / 'monitor'
-        self.ports = dict(ports or {})
-        for name in self.parts:  # (a part this monitor's ports.json predates gets a port too)
-            self.ports.setdefault(name, free_port())
+        self.ports = ports_for(self.parts, ports)
         self.url = f'http://127.0.0.1:{self.ports["prometheus"]}'
         self.site, self.ca = stack.url, stack.ca
         self.status_socket = stack.nginx.status_socket
@@ -266,9 +273,7 @@ class ClusterMonitor(Monitor):
     def __init__(self, cluster, ports=None):
         self.stack = self.cluster = cluster
         self.base = cluster.base / 'monitor'
-        self.ports = dict(ports or {})
-        for name in self.parts:  # (a part this monitor's ports.json predates gets a port too)
-            self.ports.setdefault(name, free_port())
+        self.ports = ports_for(self.parts, ports)
         self.url = f'http://127.0.0.1:{self.ports["prometheus"]}'
         self.site, self.ca = cluster.url, cluster.ca
         self.status_socket = None  # each host's nginx exporter reads its own

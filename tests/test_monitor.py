@@ -20,10 +20,10 @@ def test_the_alert_rules_pass_their_unit_tests():
                             cwd=RULES.parent, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert 'SUCCESS' in result.stdout
-    # promtool reads every rule the file holds, and every alert has a test case of its own.
-    rules = [rule for group in yaml.safe_load(RULES.read_text())['groups'] for rule in group['rules']]
     checked = subprocess.run(['amtool', 'check-config', str(ALERTMANAGER)], capture_output=True, text=True)
     assert checked.returncode == 0 and 'SUCCESS' in checked.stdout, checked.stdout + checked.stderr
+    # promtool reads every rule the file holds, and every alert has a test case of its own.
+    rules = [rule for group in yaml.safe_load(RULES.read_text())['groups'] for rule in group['rules']]
     checked = subprocess.run(['promtool', 'check', 'rules', str(RULES)], capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert f'{len(rules)} rules found' in checked.stdout, checked.stdout
