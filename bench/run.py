@@ -19,6 +19,9 @@ The metrics phase serves wsgiapp with its metrics off (WSGIAPP_METRICS_DIR empty
 (as shipped, scraped every 5 s as `make monitor` does), both at once, measured in turns,
 and counts what they cost uwsgi and nginx per request on `/` and `/api/admins`.
 
+The database-link phase (bench/dblink.py) serves wsgiapp over one MariaDB in clear text and
+over TLS, both at once, measured in turns, and counts what TLS costs per request.
+
 The scale-out phase (bench/scaleout.py) serves wsgiapp as `make run` does and through the
 cluster's edge with 1, 2 and 3 app hosts, and counts every process's CPU per request.
 """
@@ -36,7 +39,7 @@ import uuid
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from bench import scaleout
+from bench import dblink, scaleout
 from launcher import procs
 from launcher.mariadb import MariaDB
 from launcher.nginx import AppNginx, Nginx
@@ -443,6 +446,7 @@ class Bench:
         link = self.links() if 'wsgiapp' in self.peers else {}
         replica = self.replicas() if 'wsgiapp' in self.peers else {}
         self.metrics_table = self.metrics() if 'wsgiapp' in self.peers else {}
+        self.dblink_table = dblink.phase(self, SMALL, PAST_THE_CACHE) if 'wsgiapp' in self.peers else {}
         if deep:
             for rows in (SMALL, LARGE):
                 self.fill(rows)
@@ -666,7 +670,8 @@ def metrics_lines(metrics):
     return lines
 
 
-def write_report(out, table, rss, scaling, edge, link, replica, info, seconds, rounds, scale=(), metrics=None):
+def write_report(out, table, rss, scaling, edge, link, replica, info, seconds, rounds, scale=(), metrics=None,
+                 database_link=None):
     out.mkdir(parents=True, exist_ok=True)
     base_ceiling = {route: table.get(('ceiling', '/'), {}).get('rps') for route in ROUTES}
     base_ceiling['/api/admins'] = table.get(('ceiling-db', '/api/admins'), {}).get('rps')
@@ -718,6 +723,7 @@ def write_report(out, table, rss, scaling, edge, link, replica, info, seconds, r
     lines += link_lines(link)
     lines += replica_lines(replica)
     lines += metrics_lines(metrics)
+    lines += dblink.lines(database_link)
     lines += scaleout.lines(scale)
     if scaling:
         lines += ['', '## Keyset pagination: `/api/admins?after=N/2`', '', '| rows | req/s | p50 ms | p99 ms |',
@@ -730,7 +736,7 @@ def write_report(out, table, rss, scaling, edge, link, replica, info, seconds, r
     (out / 'latest.json').write_text(json.dumps(
         {'info': info, 'rss_kib': rss, 'scaling': {str(k): v for k, v in scaling.items()},
          'edge': edge[0], 'overload': {str(k): v for k, v in edge[1].items()}, 'link': link, 'replica': replica,
-         'scaleout': list(scale), 'metrics': metrics or {},
+         'scaleout': list(scale), 'metrics': metrics or {}, 'database_link': database_link or {},
          'medians': [{'peer': p, 'route': r, **v} for (p, r), v in table.items()]}, indent=1))
     chart(out / 'latest.png', table, edge[1])
 
@@ -786,7 +792,7 @@ def main(argv=None):
         shutil.rmtree(base, ignore_errors=True)
     table = medians(runs)
     write_report(args.out, table, rss, scaling, edge, link, replica, versions(), args.seconds, args.rounds, scale,
-                 getattr(bench, 'metrics_table', {}))
+                 getattr(bench, 'metrics_table', {}), getattr(bench, 'dblink_table', {}))
     say(f'done in {time.monotonic() - started:.0f} s: {args.out / "latest.md"}')
     print((args.out / 'latest.md').read_text())
     astray = [case for case, row in replica.items() if not row['reads_as_expected']]

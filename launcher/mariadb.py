@@ -49,7 +49,7 @@ class MariaDB:
     APP_GRANTS = (f'SELECT, INSERT, UPDATE, DELETE ON {APP_DATABASE}.*',)
 
     def __init__(self, base, port=None, address='127.0.0.1', server_id=1, extra_args=(),
-                 client_host=None, app_grants=APP_GRANTS, authority=None):
+                 client_host=None, app_grants=APP_GRANTS, authority=None, tls_required=True):
         self.base = Path(base).resolve()
         self.datadir = self.base / 'mariadb'
         # Socket and pid file in a directory only we can enter.
@@ -68,8 +68,10 @@ class MariaDB:
         self.app_grants = app_grants  # a replica's user only reads, and may see its replication state
         # With an Authority (launcher/tls.py): TCP only over TLS (require_secure_transport),
         # with a certificate of that CA for this host's name and address; the unix socket
-        # counts as secure and stays as it is.
+        # counts as secure and stays as it is. tls_required=False: TLS offered, clear text
+        # still accepted (make bench's database-link phase, which measures both on one server).
         self.authority = authority
+        self.tls_required = tls_required
         self.tls_dir = self.base / 'tls'
 
     # The administrator is the OS user who runs the server (MariaDB's unix_socket auth):
@@ -87,14 +89,15 @@ class MariaDB:
         return {'unix_socket': str(self.socket), 'user': self.admin_user, 'charset': 'utf8mb4',
                 'autocommit': True}
 
-    def url(self, tcp=False, user=APP_USER, password=None, ca=None):
+    def url(self, tcp=False, user=APP_USER, password=None, ca=None, tls=True):
         """DATABASE_URL of the application user (only SELECT, INSERT, UPDATE, DELETE); over
         TCP to a server with TLS, verified: its CA (or the copy `ca` of it), and the name is
-        checked (VERIFY_IDENTITY)."""
+        checked (VERIFY_IDENTITY); tls=False: in clear text, which only a server whose TLS
+        is not required accepts."""
         credentials = f'{quote(user, safe="")}:{quote(password or self.password(), safe="")}'
         if tcp:
             tls = (f'?ssl-ca={quote(str(ca or self.authority.cert))}&ssl-mode=VERIFY_IDENTITY'
-                   if self.authority else '')
+                   if self.authority and tls else '')
             return f'mysql://{credentials}@{self.address}:{self.port}/{APP_DATABASE}{tls}'
         return f'mysql://{credentials}@localhost/{APP_DATABASE}?unix_socket={self.socket}'
 
@@ -127,7 +130,7 @@ class MariaDB:
         return [f'--ssl-cert={self.tls_dir / "server.pem"}', f'--ssl-key={self.tls_dir / "server.key"}',
                 f'--ssl-ca={self.tls_dir / "ca.pem"}', '--tls-version=TLSv1.2,TLSv1.3',
                 # A client that does not start TLS is refused before it may log in.
-                '--require-secure-transport=ON']
+                f'--require-secure-transport={"ON" if self.tls_required else "OFF"}']
 
     def command(self):
         """mariadbd's command line (the cluster runs it inside a network namespace)."""
@@ -206,7 +209,7 @@ class MariaDB:
             statements.append(('CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s', (user, host, password)))
             # The password of the file, whatever the account had (a host's file may be new).
             # Over TCP with TLS only, if ever require_secure_transport were turned off.
-            require = ' REQUIRE SSL' if self.authority and host != 'localhost' else ''
+            require = ' REQUIRE SSL' if self.authority and self.tls_required and host != 'localhost' else ''
             statements.append((f'ALTER USER %s@%s IDENTIFIED BY %s{require}', (user, host, password)))
             statements += [(f'GRANT {grant} TO %s@%s', (user, host)) for grant in self.app_grants]
         self.sql(*statements)

@@ -2,7 +2,7 @@
 served through nginx and uwsgi, answers only 2xx, and the report and chart are written; so
 is wsgiapp over each link between nginx and uwsgi (a unix socket, mutual TLS, plain TCP),
 and wsgiapp reading on a MariaDB primary alone, then on a replica following it (its reads
-counted where they landed).
+counted where they landed), and over one MariaDB in clear text and over TLS.
 Speed itself is judged by `make bench`, as ratios in one run, never here."""
 import json
 import subprocess
@@ -77,3 +77,12 @@ def test_bench_smoke(tmp_path):
             assert row['rps'] > 0 and row['errors'] == 0 and row['non_2xx'] == 0, (case, route, row)
     assert all(row['cpu_x_off'] > 0 for row in report['metrics']['on'].values())
     assert '## Metrics: off and on' in (tmp_path / 'latest.md').read_text()
+    # The database link: both cases answered, only 2xx; the clear one never started TLS, and
+    # the TLS one did, once per pooled connection, not once per request.
+    link = report['database_link']
+    for case in ('clear', 'tls'):
+        assert link[case]['rps'] > 0 and link[case]['errors'] == 0 and link[case]['non_2xx'] == 0, (case, link)
+    assert link['clear']['tls_handshakes'] == 0, link['clear']
+    assert 0 < link['tls']['tls_handshakes'] < link['tls']['requests'] / 20, link['tls']
+    assert link['tls']['db_cpu_us_per_request'] > 0 and link['tls']['rps_x_clear'] > 0, link['tls']
+    assert '## The database link: clear text and TLS' in (tmp_path / 'latest.md').read_text()
