@@ -102,10 +102,11 @@ class Monitor:
                 ('mysqld', f'127.0.0.1:{self.ports["mysqld"]}', {**local, 'role': 'primary'})]
 
     def prometheus_config(self):
-        """Every target, scraped each 5 s: alerts within seconds, not minutes."""
+        """Every target, scraped each 5 s: alerts within seconds, not minutes; and Prometheus
+        and Alertmanager themselves (whether alerts reach their receivers)."""
         jobs = {}
-        for job, target, labels in [('prometheus', f'127.0.0.1:{self.ports["prometheus"]}', {'host': 'control'}),
-                                    *self.targets()]:
+        control = [(job, f'127.0.0.1:{self.ports[job]}', {'host': 'control'}) for job in ('prometheus', 'alertmanager')]
+        for job, target, labels in [*control, *self.targets()]:
             jobs.setdefault(job, []).append({'targets': [target], 'labels': labels})
         return {
             'global': {'scrape_interval': '5s', 'evaluation_interval': '5s', 'scrape_timeout': '4s'},
@@ -200,7 +201,7 @@ class Monitor:
         return down
 
     def expected(self):
-        return len(self.targets()) + 2  # and Prometheus itself, and the site's probe
+        return len(self.targets()) + 3  # and Prometheus, Alertmanager, and the site's probe
 
     def alerts(self):
         """(alert name, its labels) of every alert firing now, one per series."""
