@@ -2,10 +2,11 @@
 
     python -m bench.run [--smoke] [--rounds N] [--seconds S] [--out DIR]
 
-Each peer is served in turn by uwsgi with conf/uwsgi.ini's settings (only `module`
+Every peer is served at once, each by uwsgi with conf/uwsgi.ini's settings (only `module`
 differs) behind nginx with conf/nginx/wsgiapp.conf, all reaching MariaDB the way the
-seed's app does: over TCP, with a user and a password. wrk drives each route; the whole
-sequence is repeated and medians are kept, because this machine drifts between runs.
+seed's app does: over TCP, with a user and a password. wrk drives each route on one peer
+after another, in the opposite order every other round; the rounds are repeated and
+medians kept, because this machine drifts.
 
 The link phase serves wsgiapp once per link between nginx and uwsgi (LINKS), each round
 over all three, and counts what the link costs uwsgi and nginx per request.
@@ -431,17 +432,22 @@ class Bench:
         from wsgiapp import config, schema
         schema.initdb(config.from_environ({'DATABASE_URL': self.mariadb.admin_url()}))
         runs, rss, scaling = [], {}, {}
-        for round_number in range(1, self.rounds + 1):
-            for peer in self.peers:
-                self.fill(SMALL)
-                with self.serve(peer) as (uwsgi, nginx):
-                    for label, (path, peers) in ROUTES.items():
-                        if peer in peers:
-                            say(f'round {round_number}/{self.rounds}: {peer} {label}')
-                            runs.append({'round': round_number, 'peer': peer, 'route': label,
-                                         **self.measure(peer, uwsgi, nginx, label, path, PAST_THE_CACHE)})
-                    rss[peer] = max((procs.rss_kib(worker.pid) for worker in procs.children(uwsgi.pid())),
-                                    default=0)  # the largest worker
+        # Every peer served at once, and each route measured peer by peer, in the opposite
+        # order every other round: the machine's drift falls on all of them alike, where one
+        # peer after another would carry it into their ratios.
+        with ExitStack() as stack:
+            served = {peer: stack.enter_context(self.serve(peer)) for peer in self.peers}
+            for round_number in range(1, self.rounds + 1):
+                self.fill(SMALL)  # POSTs of the round before added rows
+                for label, (path, peers) in ROUTES.items():
+                    order = [peer for peer in self.peers if peer in peers]
+                    for peer in (order if round_number % 2 else reversed(order)):
+                        say(f'round {round_number}/{self.rounds}: {label} {peer}')
+                        runs.append({'round': round_number, 'peer': peer, 'route': label,
+                                     **self.measure(peer, *served[peer], label, path, PAST_THE_CACHE)})
+            for peer, (uwsgi, _) in served.items():
+                rss[peer] = max((procs.rss_kib(worker.pid) for worker in procs.children(uwsgi.pid())),
+                                default=0)  # the largest worker
         edge = self.edge() if 'wsgiapp' in self.peers else ({}, {})
         link = self.links() if 'wsgiapp' in self.peers else {}
         replica = self.replicas() if 'wsgiapp' in self.peers else {}
