@@ -15,11 +15,14 @@ request (TLS costs the server as much as the client). The pool keeps its connect
 TLS handshake happens once per pooled connection, not per request: the server's
 `Ssl_accepts` during each case's runs (warm-ups included) says how many there were.
 """
+import os
+import shutil
 import statistics
 from contextlib import ExitStack
 
 from launcher.mariadb import MariaDB
 from launcher.process import free_port, say
+from launcher.single import make_run_dir, run_dir_for
 from launcher.tls import Authority
 
 CASES = ('clear', 'tls')
@@ -42,7 +45,15 @@ def phase(bench, rows, headers):
     samples, handshakes = {}, dict.fromkeys(CASES, 0)
     try:
         server.start()
-        urls = {'clear': server.url(tcp=True, tls=False), 'tls': server.url(tcp=True)}
+        # uwsgi's workers drop root (conf/uwsgi.ini's uid) and may not enter the bench's
+        # directory (a private temporary one, say): they read a copy of the CA in a run
+        # directory they may enter, as they reach their socket.
+        ca_dir = run_dir_for(bench.base / 'db-ca-copy')
+        make_run_dir(ca_dir)
+        bench.run_dirs.append(ca_dir)
+        ca = shutil.copy(server.authority.cert, ca_dir / 'ca.pem')
+        os.chmod(ca, 0o644)
+        urls = {'clear': server.url(tcp=True, tls=False), 'tls': server.url(tcp=True, ca=ca)}
         schema.initdb(config.from_environ({'DATABASE_URL': server.admin_url()}))
         bench.fill(rows, server)
         with ExitStack() as stack:
