@@ -71,12 +71,12 @@ def phase(bench, rows, headers):
                     samples.setdefault(case, []).append(result)
     finally:
         server.stop()
+    from bench.run import failures  # bench.run imports this module
     table = {}
     for case, runs in samples.items():
         table[case] = {field: statistics.median(run[field] for run in runs) for field in FIELDS}
         table[case] |= {'requests': sum(run['requests'] for run in runs), 'tls_handshakes': handshakes[case],
-                        'errors': sum(run['errors'] for run in runs),
-                        'non_2xx': sum(run.get('502', 0) + run.get('503', 0) + run.get('other', 0) for run in runs)}
+                        **failures(runs)}
     pairs = list(zip(samples['clear'], samples['tls']))
     table['tls']['rps_x_clear'] = statistics.median(tls['rps'] / clear['rps'] for clear, tls in pairs)
     table['tls']['cpu_x_clear'] = statistics.median(tls['total_cpu_us_per_request'] / clear['total_cpu_us_per_request']
