@@ -96,9 +96,9 @@ class MariaDB:
         is not required accepts."""
         credentials = f'{quote(user, safe="")}:{quote(password or self.password(), safe="")}'
         if tcp:
-            tls = (f'?ssl-ca={quote(str(ca or self.authority.cert))}&ssl-mode=VERIFY_IDENTITY'
-                   if self.authority and tls else '')
-            return f'mysql://{credentials}@{self.address}:{self.port}/{APP_DATABASE}{tls}'
+            query = (f'?ssl-ca={quote(str(ca or self.authority.cert))}&ssl-mode=VERIFY_IDENTITY'
+                     if self.authority and tls else '')
+            return f'mysql://{credentials}@{self.address}:{self.port}/{APP_DATABASE}{query}'
         return f'mysql://{credentials}@localhost/{APP_DATABASE}?unix_socket={self.socket}'
 
     def admin_url(self):
