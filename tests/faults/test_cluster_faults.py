@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from launcher.cluster import kill_program
+from launcher.logs import read as read_log
 from launcher.process import ROOT
 from launcher.tls import Authority
 from tests.faults.intruder import ask, client_context, request
@@ -241,6 +242,7 @@ def test_d_an_intruder_on_the_app_network(cluster, cluster_monitor, tmp_path):
         for suffix in ('pem', 'key'):
             (certs / f'{kind}.{suffix}').write_text(host.run(['cat', f'/etc/wsgiapp/link/{kind}.{suffix}']) + '\n')
     marker = tmp_path / 'MARKER'
+    logged = {app.name: app.access_log.stat().st_size for app in cluster.apps}
     served = {app.name: uwsgi_requests(app) for app in cluster.apps}
     cluster.network.add_host('test1')  # a namespace of the test's own, on the app network
     try:
@@ -253,8 +255,20 @@ def test_d_an_intruder_on_the_app_network(cluster, cluster_monitor, tmp_path):
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)
     # What reached uwsgi: the control, once per host, and nothing else (nginx refused the rest
-    # itself, without passing anything on).
-    reached = {app.name: uwsgi_requests(app) - served[app.name] for app in cluster.apps}
+    # itself, without passing anything on). The edge passes requests meanwhile (the outside
+    # probe of /healthz, every 5 s): uwsgi's count, less those in the link's log, is the
+    # intruder's, once nginx has logged what uwsgi counted.
+    intruder = cluster.network.address('test1')
+
+    def passed(app, sender):
+        return sum(1 for line in read_log(app.access_log, logged[app.name])
+                   if line['upstream_time'] not in ('', '-') and (line['edge'] == intruder) == sender)
+
+    def reached_by_intruder():
+        found = {app.name: uwsgi_requests(app) - served[app.name] - passed(app, False) for app in cluster.apps}
+        return found if found == {app.name: 1 for app in cluster.apps} else False
+    reached = first_within(reached_by_intruder, 5, 'the link\'s log to match uwsgi\'s count') or reached_by_intruder()
+    from_intruder = {app.name: passed(app, True) for app in cluster.apps}
     # No worker is left stuck: each host answers twice as many requests at once as it has threads.
     edge_cert = client_context(certs, 'edge')
     with ThreadPoolExecutor(16) as pool:
@@ -274,6 +288,7 @@ def test_d_an_intruder_on_the_app_network(cluster, cluster_monitor, tmp_path):
     assert not marker.exists()
     assert all(result.startswith('refused') for result in refused), results
     assert reached == {app.name: 1 for app in cluster.apps}, reached
+    assert from_intruder == {app.name: 1 for app in cluster.apps}, from_intruder
     assert tcp == {app.name: [] for app in cluster.apps}, tcp
     assert all("200 OK" in attempts["TLS, the edge's certificate (control)"] for attempts in results.values())
     assert all(answer == 'answered: HTTP/1.1 200 OK' for answer in parallel), parallel
