@@ -18,7 +18,9 @@ mariadbd's CPU and SELECTs per request, and checks that the reads went where the
 
 The metrics phase serves wsgiapp with its metrics off (WSGIAPP_METRICS_DIR empty) and on
 (as shipped, scraped every 5 s as `make monitor` does), both at once, measured in turns,
-and counts what they cost uwsgi and nginx per request on `/` and `/api/admins`.
+and counts what they cost uwsgi and nginx per request on `/` and `/api/admins`; then what
+the metrics' code alone costs, in one process with no server around the app
+(bench/inprocess.py), where the machine's drift is smaller than that cost.
 
 The database-link phase (bench/dblink.py) serves wsgiapp over one MariaDB in clear text and
 over TLS, both at once, measured in turns, and counts what TLS costs per request.
@@ -101,6 +103,7 @@ PAST_THE_CACHE_ANY_SERVER = ('Authorization: Bearer x',)
 # two stacks still differ by up to 6% of CPU per request on `/` over a run: docs/metrics.rst).
 METRICS_CASES = {'off': {'WSGIAPP_METRICS_DIR': '', 'PYTHONHASHSEED': '0'}, 'on': {'PYTHONHASHSEED': '0'}}
 METRICS_ROUTES = ('/', '/api/admins')
+METRICS_LIMITS = {'/': 1.05, '/api/admins': 1.03}  # CPU per request, on against off
 SCRAPE_EVERY = 5  # seconds, as make monitor's Prometheus
 # What each mariadbd counts: the app's reads (SELECT) and the per-process replica checks of
 # its monitor (SHOW SLAVE STATUS, once a second; each check also sends the primary SELECT 1).
@@ -377,7 +380,34 @@ class Bench:
             row['rps_x_off'] = statistics.median(on['rps'] / off['rps'] for off, on in pairs)
         table['scrape_ms_max'] = max(scraper.took, default=0) * 1000
         table['turns'] = 2 * self.rounds
+        table['in_process'] = self.metrics_in_process()
+        for route, row in table['in_process'].items():
+            # The scrapes, at most: the slowest one's whole time, every SCRAPE_EVERY s, over
+            # the requests served meanwhile.
+            row['scrape_us_per_request'] = table['scrape_ms_max'] * 1000 / (SCRAPE_EVERY * table['on'][route]['rps'])
+            added = row['us_per_request'] + row['scrape_us_per_request']
+            row['cpu_x_off'] = 1 + added / table['off'][route]['stack_cpu_us_per_request']
         return table
+
+    def metrics_in_process(self):
+        """The metrics' own CPU per request with no server around the app (bench/inprocess.py:
+        one process, its recorder swapped off and on between batches), by route."""
+        metrics_dir = self.base / 'metrics-in-process'
+        environ = {**os.environ, 'DATABASE_URL': self.mariadb.url(tcp=True), 'DATABASE_REPLICA_URL': '',
+                   **METRICS_CASES['on'], 'WSGIAPP_METRICS_DIR': str(metrics_dir)}
+        found = {}
+        for route in METRICS_ROUTES:
+            shutil.rmtree(metrics_dir, ignore_errors=True)  # each route's counts alone
+            metrics_dir.mkdir()
+            done = subprocess.run([sys.executable, '-m', 'bench.inprocess', route,
+                                   *(f'--header={header}' for header in PAST_THE_CACHE)],
+                                  cwd=ROOT, env=environ, capture_output=True, text=True, check=True)
+            row = found[route] = json.loads(done.stdout)
+            if row['statuses'] != ['200 OK']:
+                raise RuntimeError(f'in process, {route} answered {row["statuses"]}: {done.stderr}')
+            row['us_per_request'] = row['on'] - row['off']
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        return found
 
     def replicas(self):
         """wsgiapp reading REPLICA_ROUTE (1k rows, past the cache) on a primary alone, then on a
@@ -665,7 +695,7 @@ def metrics_lines(metrics):
              f'{metrics["scrape_ms_max"]:.1f} ms.', '',
              '| route | metrics | req/s | p99 ms | uwsgi + nginx CPU µs/req | CPU × off | req/s × off | target |',
              '|---|---|---:|---:|---:|---:|---:|---|']
-    for route, limit in (('/', 1.05), ('/api/admins', 1.03)):
+    for route, limit in METRICS_LIMITS.items():
         off, on = metrics['off'][route], metrics['on'][route]
         lines.append(f'| `{route}` | off | {off["rps"]:,.0f} | {off["p99_ms"]:.2f} | '
                      f'{off["stack_cpu_us_per_request"]:.0f} | | | |')
@@ -673,6 +703,22 @@ def metrics_lines(metrics):
         lines.append(f'| `{route}` | on | {on["rps"]:,.0f} | {on["p99_ms"]:.2f} | '
                      f'{on["stack_cpu_us_per_request"]:.0f} | {on["cpu_x_off"]:.3f} | {on["rps_x_off"]:.3f} | '
                      f'CPU ≤ {limit:.2f} ×: {met} |')
+    in_process = metrics.get('in_process')
+    if in_process:
+        lines += ['', "The same cost with no server around the app (bench/inprocess.py): the app called directly "
+                  "as uwsgi calls it, in one process, its recorder swapped off and on between batches of 500 calls "
+                  "(20 turns, off then on, then on then off), counting only that process's CPU time; each case's "
+                  "least µs per call. Through nginx and uwsgi, two runs of the same stack differ by more than the "
+                  "targets on this shared machine; here the difference is the metrics' code alone. The scrapes "
+                  "are counted at most: the slowest one's whole time, every 5 s, over the on row's requests in "
+                  "that time. `CPU × off` is what both add to the off row's uwsgi + nginx CPU per request above.", '',
+                  '| route | off µs/call | on µs/call | metrics µs/request | scrapes µs/request | CPU × off | target |',
+                  '|---|---:|---:|---:|---:|---:|---|']
+        for route, limit in METRICS_LIMITS.items():
+            row = in_process[route]
+            met = 'yes' if row['cpu_x_off'] <= limit else '**no**'
+            lines.append(f'| `{route}` | {row["off"]:.2f} | {row["on"]:.2f} | {row["us_per_request"]:.2f} | '
+                         f'{row["scrape_us_per_request"]:.2f} | {row["cpu_x_off"]:.3f} | CPU ≤ {limit:.2f} ×: {met} |')
     return lines
 
 

@@ -76,6 +76,12 @@ def test_bench_smoke(tmp_path):
         for route, row in report['metrics'][case].items():
             assert row['rps'] > 0 and row['errors'] == 0 and row['non_2xx'] == 0, (case, route, row)
     assert all(row['cpu_x_off'] > 0 for row in report['metrics']['on'].values())
+    # In process: both routes timed in both cases, and the metrics counted exactly the calls
+    # made with them on (none of the off ones).
+    in_process = report['metrics']['in_process']
+    assert set(in_process) == {'/', '/api/admins'}
+    for route, row in in_process.items():
+        assert row['off'] > 0 and row['on'] > 0 and row['counted'] == row['calls_on'] > 0, (route, row)
     assert '## Metrics: off and on' in (tmp_path / 'latest.md').read_text()
     # The database link: both cases answered, only 2xx; the clear one never started TLS, and
     # the TLS one did, once per pooled connection, not once per request.
