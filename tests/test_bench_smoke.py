@@ -75,7 +75,7 @@ def test_bench_smoke(tmp_path):
     for case in ('off', 'on'):
         for route, row in report['metrics'][case].items():
             assert row['rps'] > 0 and row['errors'] == 0 and row['non_2xx'] == 0, (case, route, row)
-    assert all(row['cpu_x_off'] > 0 for row in report['metrics']['on'].values())
+    assert all(row['cpu_x_off'] > 0 and row['nginx_cpu_x_off'] > 0 for row in report['metrics']['on'].values())
     # In process: both routes timed in both cases, and the metrics counted exactly the calls
     # made with them on (none of the off ones).
     in_process = report['metrics']['in_process']
