@@ -258,16 +258,16 @@ def test_d_an_intruder_on_the_app_network(cluster, cluster_monitor, tmp_path):
     # itself, without passing anything on). The edge passes requests meanwhile (the outside
     # probe of /healthz, every 5 s): uwsgi's count, less those in the link's log, is the
     # intruder's, once nginx has logged what uwsgi counted.
-    intruder = cluster.network.address('test1')
+    intruder, once = cluster.network.address('test1'), {app.name: 1 for app in cluster.apps}
 
     def passed(app, sender):
         return sum(1 for line in read_log(app.access_log, logged[app.name])
                    if line['upstream_time'] not in ('', '-') and (line['edge'] == intruder) == sender)
 
     def reached_by_intruder():
-        found = {app.name: uwsgi_requests(app) - served[app.name] - passed(app, False) for app in cluster.apps}
-        return found if found == {app.name: 1 for app in cluster.apps} else False
-    reached = first_within(reached_by_intruder, 5, 'the link\'s log to match uwsgi\'s count') or reached_by_intruder()
+        return {app.name: uwsgi_requests(app) - served[app.name] - passed(app, False) for app in cluster.apps}
+    first_within(lambda: reached_by_intruder() == once, 5, 'the link\'s log to match uwsgi\'s count')
+    reached = reached_by_intruder()
     from_intruder = {app.name: passed(app, True) for app in cluster.apps}
     # No worker is left stuck: each host answers twice as many requests at once as it has threads.
     edge_cert = client_context(certs, 'edge')
@@ -287,8 +287,8 @@ def test_d_an_intruder_on_the_app_network(cluster, cluster_monitor, tmp_path):
     print(json.dumps(results, indent=2))
     assert not marker.exists()
     assert all(result.startswith('refused') for result in refused), results
-    assert reached == {app.name: 1 for app in cluster.apps}, reached
-    assert from_intruder == {app.name: 1 for app in cluster.apps}, from_intruder
+    assert reached == once, reached
+    assert from_intruder == once, from_intruder
     assert tcp == {app.name: [] for app in cluster.apps}, tcp
     assert all("200 OK" in attempts["TLS, the edge's certificate (control)"] for attempts in results.values())
     assert all(answer == 'answered: HTTP/1.1 200 OK' for answer in parallel), parallel
