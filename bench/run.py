@@ -385,6 +385,7 @@ class Bench:
         table['turns'] = 2 * self.rounds
         table['in_process'] = self.metrics_in_process()
         for route, row in table['in_process'].items():
+            row['us_per_request'] = row['on'] - row['off']
             # The scrapes, at most: the slowest one's whole time, every SCRAPE_EVERY s, over
             # the requests served meanwhile.
             row['scrape_us_per_request'] = table['scrape_ms_max'] * 1000 / (SCRAPE_EVERY * table['on'][route]['rps'])
@@ -393,8 +394,8 @@ class Bench:
         return table
 
     def metrics_in_process(self):
-        """The metrics' own CPU per request with no server around the app (bench/inprocess.py:
-        one process, its recorder swapped off and on between batches), by route."""
+        """bench/inprocess.py's measures by route: the app's CPU per call with no server around
+        it, in one process, its recorder swapped off and on between batches."""
         metrics_dir = self.base / 'metrics-in-process'
         environ = {**os.environ, 'DATABASE_URL': self.mariadb.url(tcp=True), 'DATABASE_REPLICA_URL': '',
                    **METRICS_CASES['on'], 'WSGIAPP_METRICS_DIR': str(metrics_dir)}
@@ -408,7 +409,6 @@ class Bench:
             row = found[route] = json.loads(done.stdout)
             if row['statuses'] != ['200 OK']:
                 raise RuntimeError(f'in process, {route} answered {row["statuses"]}: {done.stderr}')
-            row['us_per_request'] = row['on'] - row['off']
         shutil.rmtree(metrics_dir, ignore_errors=True)
         return found
 
