@@ -20,7 +20,7 @@ PATH = '/api/admins?limit=10'
 @pytest.mark.parametrize('connections, rounds, seconds, least', [
     # make test: two short rounds at 256 (this machine drifts), and one at 1,000. Floors
     # below this machine's noise, far above a collapse (the old link's 502s read near 0): at
-    # 256, 0.79 to 1.04 read here, the goodput steady (1,740 to 1,890/s) and the 32
+    # 256, 0.80 to 1.04 read here, the goodput steady (1,740 to 1,890/s) and the 32
     # connections' between 1,817 and 2,202/s from one run to the next.
     (256, 2, 8, 0.7),
     # A short round: a floor for a noisy shared machine (overload() opens the link's up to
