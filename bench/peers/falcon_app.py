@@ -64,11 +64,14 @@ class Admin:
         resp.media = as_item(row)
 
 
-app = falcon.App()
-app.add_route('/', Index())
-app.add_route('/admins', AdminsPage())
-app.add_route('/api/admins', AdminList())
-app.add_route('/api/admins/{admin_id:int}', Admin())
-app.add_route('/{name}', User())
+def make_app(middleware=()):
+    app = falcon.App(middleware=list(middleware))
+    app.add_route('/', Index())
+    app.add_route('/admins', AdminsPage())
+    app.add_route('/api/admins', AdminList())
+    app.add_route('/api/admins/{admin_id:int}', Admin())
+    app.add_route('/{name}', User())
+    return app
 
-application = app
+
+application = make_app()

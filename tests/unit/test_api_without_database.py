@@ -105,3 +105,21 @@ def test_the_benchmarks_header_control_carries_the_headers_of_slash(api):
     from bench.peers.ceiling_headers import HEADERS
     sent = [name for name, _ in api.get('/').headerlist]
     assert sorted(name for name, _ in HEADERS) == sorted(sent)
+
+
+@pytest.mark.parametrize('path', ['/', '/%E5%BC%A0%E4%B8%89', '/admins?limit=0'])
+@pytest.mark.parametrize('private', [{}, {'X-Consistency-Token': 'bench'}])
+def test_the_benchmarks_falcon_peer_with_headers_gives_the_apps_answer(api, path, private):
+    """bench/peers/falcon_headers.py is Falcon judged on wsgiapp's answer: the same header
+    names, and the same values but for those made per request, public or private, 200 or 400."""
+    from bench.peers.falcon_headers import application
+    made_per_request = {'date', 'x-request-id'}
+    ours = api.get(path, headers=private, expect_errors=True)
+    theirs = webtest.TestApp(application).get(path, headers=private, expect_errors=True)
+    if ours.status_int == 400:  # each says why in its own words: the names alone must match
+        assert theirs.status_int == 400
+        made_per_request |= {'content-length', 'content-type', 'etag', 'content-security-policy'}
+    else:
+        assert theirs.body == ours.body
+    assert sorted((name.lower(), value) for name, value in theirs.headerlist if name.lower() not in made_per_request) \
+        == sorted((name.lower(), value) for name, value in ours.headerlist if name.lower() not in made_per_request)
