@@ -3,14 +3,14 @@ Falcon way (one middleware's process_response; resp.etag, resp.cache_control, re
 with wsgiapp's own values and its ETag cache. `falcon` sends two headers where wsgiapp sends
 eleven on `/`, and carrying them costs uwsgi and nginx apart from any code (`ceiling-headers`
 against `ceiling`): this peer is a framework against none for the same answer."""
-import re
 import secrets
 
 from bench.peers.falcon_app import make_app, settings
 from wsgiapp.app import CSP, Etags, date_header, etag_matches
+from wsgiapp.http import _REQUEST_ID as REQUEST_ID  # the ids wsgiapp takes from nginx
+from wsgiapp.http import CONSISTENCY_COOKIE
 from wsgiapp.version import VERSION
 
-REQUEST_ID = re.compile(r'[A-Za-z0-9._:-]{1,128}')  # as wsgiapp.http accepts one from nginx
 PUBLIC = ['public', 'max-age=0', f's-maxage={settings.cache_seconds}', 'stale-while-revalidate=1',
           f'stale-if-error={settings.stale_if_error}']
 
@@ -28,7 +28,8 @@ class CommonHeaders:
         resp.set_header('X-Route', req.uri_template or 'unmatched')
         read = req.method in ('GET', 'HEAD')
         env = req.env
-        private = read and ('HTTP_AUTHORIZATION' in env or 'HTTP_X_CONSISTENCY_TOKEN' in env)
+        private = read and ('HTTP_AUTHORIZATION' in env or 'HTTP_X_CONSISTENCY_TOKEN' in env
+                            or CONSISTENCY_COOKIE in env.get('HTTP_COOKIE', '').lower())
         if private:
             resp.cache_control = ['private', 'no-store']
         elif read and resp.status_code in (200, 404):

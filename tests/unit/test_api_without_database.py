@@ -108,7 +108,7 @@ def test_the_benchmarks_header_control_carries_the_headers_of_slash(api):
 
 
 @pytest.mark.parametrize('path', ['/', '/%E5%BC%A0%E4%B8%89', '/admins?limit=0'])
-@pytest.mark.parametrize('private', [{}, {'X-Consistency-Token': 'bench'}])
+@pytest.mark.parametrize('private', [{}, {'X-Consistency-Token': 'bench'}, {'Cookie': 'a=1; wsgiapp_consistency=x'}])
 def test_the_benchmarks_falcon_peer_with_headers_gives_the_apps_answer(api, path, private):
     """bench/peers/falcon_headers.py is Falcon judged on wsgiapp's answer: the same header
     names, and the same values but for those made per request, public or private, 200 or 400."""
