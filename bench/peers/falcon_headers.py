@@ -39,7 +39,8 @@ class CommonHeaders:
         if read and resp.status_code == 200:
             resp.etag = self.etag(resp.render_body())
             if etag_matches(req.get_header('If-None-Match'), resp.etag):
-                resp.status, resp.text, resp.media = 304, None, None
+                # As wsgiapp's 304: what the 200 says of caching, nothing of a body.
+                resp.status, resp.text, resp.media, resp.content_type = 304, None, None, None
         if (resp.content_type or '').startswith('text/html'):  # None until a body is rendered
             resp.set_header('Content-Security-Policy', CSP)
         resp.vary = ['Accept-Encoding']

@@ -123,3 +123,15 @@ def test_the_benchmarks_falcon_peer_with_headers_gives_the_apps_answer(api, path
         assert theirs.body == ours.body
     assert sorted((name.lower(), value) for name, value in theirs.headerlist if name.lower() not in made_per_request) \
         == sorted((name.lower(), value) for name, value in ours.headerlist if name.lower() not in made_per_request)
+
+
+def test_the_benchmarks_falcon_peer_with_headers_answers_304_as_the_app_does(api):
+    from bench.peers.falcon_headers import application
+    answers = []
+    for client in (api, webtest.TestApp(application)):
+        etag = client.get('/').headers['ETag']
+        answer = client.get('/', headers={'If-None-Match': etag}, status=304)
+        assert answer.body == b''
+        answers.append(sorted((name.lower(), value) for name, value in answer.headerlist
+                              if name.lower() not in {'date', 'x-request-id'}))
+    assert answers[0] == answers[1]
