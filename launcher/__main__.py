@@ -63,12 +63,15 @@ def main(argv=None):
         for name, value in stack.environ().items():
             print(f"export {name}='{value}'")
     elif args.action == 'sql':
-        # A SQL shell as the private MariaDB's administrator, over its unix socket.
+        # A SQL shell as the private MariaDB's administrator, over its unix socket. utf8mb4, as
+        # the app speaks: the client's own default, utf8mb3, shows a 4-byte character such as
+        # an emoji in a name as '?'.
         import os
 
         from launcher.process import binary
         os.execv(binary('mariadb'), ['mariadb', f'--socket={stack.mariadb.socket}',
-                                     f'--user={stack.mariadb.admin_user}', 'wsgiapp'])
+                                     f'--user={stack.mariadb.admin_user}', '--default-character-set=utf8mb4',
+                                     'wsgiapp'])
     else:
         return 0 if stack.status() else 3
     return 0

@@ -62,6 +62,21 @@ def test_make_run_with_another_port_moves_nginx_and_says_so(base):
     assert again.returncode == 0 and 'nginx is already running' in again.stdout
 
 
+def test_make_sql_shows_names_as_the_app_stored_them(stack):
+    """make sql's client speaks utf8mb4, as the app does: a name with a character outside
+    the BMP reads back whole in the shell, not with '?' for it."""
+    name = 'sql shell \U0001F680'
+    admin_sql(stack, f"INSERT INTO vc_admin (name, email) VALUES ('{name}', 'shell@example.org')")
+    try:
+        shown = subprocess.run(['make', '-s', f'VAR={stack.base}', 'sql'], cwd=ROOT, capture_output=True, text=True,
+                               input="SELECT name FROM vc_admin WHERE email = 'shell@example.org';\n",
+                               env={**os.environ, 'VENV': str(Path(sys.executable).parent.parent)}, timeout=60)
+    finally:
+        admin_sql(stack, "DELETE FROM vc_admin WHERE email = 'shell@example.org'")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[1:] == [name]
+
+
 def admin_sql(stack, statement):
     """Rows of one statement, run as the private MariaDB's administrator (autocommit)."""
     return stack.mariadb.sql(statement, database='wsgiapp')
