@@ -23,8 +23,11 @@ round (this machine drifts); its row is the median over all of them.
 
 CPU is user + system time per request of every process a request touches: the front nginx
 (the single server's, or the edge: the clients' TLS and the edge's client side of the link),
-each app host's nginx, uwsgi (master and workers, every host), mariadbd; wrk's is not counted,
-nor the kernel's softirq time for the bridge and veths (no process owns it). The link's TLS
+each app host's nginx, uwsgi (master and workers, every host), mariadbd, and on the cluster each
+host's journald, which takes a syslog copy of every access line of the edge and of each app host
+(conf/nginx/: `journalctl -t wsgiapp_access`, `-t wsgiapp_link`; make run's stack, booted by
+no systemd, has no journal). wrk's is not counted, nor the kernel's softirq time for the bridge
+and veths (no process owns it). The link's TLS
 handshakes are counted from the app hosts' JSON access logs (conf/nginx/wsgiapp-app.conf logs
 `connection_requests` and `tls`, $ssl_session_reused): a line with connection_requests 1 is a
 connection's first request, so one handshake (a resumed one when tls is "r"). wrk stops mid-request, which makes
@@ -47,7 +50,7 @@ from launcher.process import free_port, say
 from launcher.single import Stack
 
 ROUTES = ('/api/admins', '/')
-PROCESSES = ('front nginx', 'app nginx', 'uwsgi', 'mariadbd')  # the CPU columns, in a request's order
+PROCESSES = ('front nginx', 'app nginx', 'uwsgi', 'mariadbd', 'journald')  # the CPU columns, in a request's order
 REPLICAS = 0  # see the docstring
 
 
@@ -69,7 +72,9 @@ def cluster_setup(cluster):
     apps = list(cluster.apps)
     return Setup(f'{len(apps)} app host{"s" if len(apps) > 1 else ""}', len(apps), cluster.url, lambda: {
         'front nginx': [cluster.edge.pid()], 'app nginx': [app.nginx.pid() for app in apps],
-        'uwsgi': [app.uwsgi.pid() for app in apps], 'mariadbd': [cluster.db.pid()]},
+        'uwsgi': [app.uwsgi.pid() for app in apps], 'mariadbd': [cluster.db.pid()],
+        'journald': [process.pid for host in [cluster.edge, *apps, cluster.db]
+                     for process in host.processes('systemd-journald')]},
         [app.access_log for app in apps])
 
 
@@ -281,7 +286,9 @@ def lines(rows):
            'and that adding hosts costs no throughput. The single server is measured again beside each cluster '
            f'size in every round (each cluster row: the median of {runs} run(s); the single server\'s: of all its '
            'runs). CPU is user + system time per request of each process a request touches (masters '
-           'and workers; every app host summed); wrk\'s and the kernel\'s bridge work are not counted. Handshakes: '
+           'and workers; every app host summed), and on the cluster each host\'s journald, which takes a syslog copy '
+           'of each access line of the edge and of every app host (`make run`\'s stack, booted by no systemd, has no '
+           'journal); wrk\'s and the kernel\'s bridge work are not counted. Handshakes: '
            'new connections on the link (a request with `connection_requests` 1 in the app hosts\' access logs) '
            'per 100 requests '
            'during the run. wrk stops mid-request, and the edge closes each link connection whose answer it had '
@@ -291,9 +298,9 @@ def lines(rows):
            f'The 1-minute load average after the runs was {min(load):.1f} to {max(load):.1f} on {os.cpu_count()} CPUs.',
            '',
            '| setup | route | req/s | x single | p50 ms | p99 ms | front nginx µs/req | app nginx µs/req | '
-           'uwsgi µs/req | mariadbd µs/req | total µs/req | total CPU x single | link handshakes /100 req | '
-           'reopened | errors |',
-           '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+           'uwsgi µs/req | mariadbd µs/req | journald µs/req | total µs/req | total CPU x single | '
+           'link handshakes /100 req | reopened | errors |',
+           '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
     for row in rows:
         cpu_cells = ' | '.join(number(row['cpu_us'].get(kind), '.0f') for kind in PROCESSES)
         out.append(f'| {row["setup"]} | `{row["route"]}` | {row["rps"]:,.0f} | {number(row["rps_x_single"], ".2f")} | '

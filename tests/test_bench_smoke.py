@@ -67,6 +67,9 @@ def test_bench_smoke(tmp_path):
         if row['apps']:
             assert len(row['requests_per_host']) == row['apps'] and min(row['requests_per_host']) > 0, (key, row)
             assert row['cpu_us']['app nginx'] > 0, (key, row)
+            assert row['cpu_us']['journald'] > 0, (key, row)  # the hosts' journals take the access lines
+        else:
+            assert 'journald' not in row['cpu_us'], (key, row)  # make run's stack has no journal
     assert rows[('single', '/api/admins')]['cpu_us']['mariadbd'] > 0
     assert '## Scale-out' in (tmp_path / 'latest.md').read_text()
     # Metrics off, off again and on: both routes answered in each case, only 2xx, and a ratio
