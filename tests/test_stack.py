@@ -37,10 +37,13 @@ def listening(port):
     return True
 
 
-def make(base, *args, port, tls_port):
+def make(base, *args, port=None, tls_port=None, **run):
+    """`make -s VAR=base [PORT= TLS_PORT=] args` as a user runs it; `run`: more of subprocess.run's
+    arguments (input=...)."""
     env = {**os.environ, 'VENV': str(Path(sys.executable).parent.parent)}
-    return subprocess.run(['make', '-s', f'VAR={base}', f'PORT={port}', f'TLS_PORT={tls_port}', *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    ports = [f'PORT={port}', f'TLS_PORT={tls_port}'] if port else []
+    return subprocess.run(['make', '-s', f'VAR={base}', *ports, *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, **run)
 
 
 def test_make_run_with_another_port_moves_nginx_and_says_so(base):
@@ -68,9 +71,7 @@ def test_make_sql_shows_names_as_the_app_stored_them(stack):
     name = 'sql shell \U0001F680'
     admin_sql(stack, f"INSERT INTO vc_admin (name, email) VALUES ('{name}', 'shell@example.org')")
     try:
-        shown = subprocess.run(['make', '-s', f'VAR={stack.base}', 'sql'], cwd=ROOT, capture_output=True, text=True,
-                               input="SELECT name FROM vc_admin WHERE email = 'shell@example.org';\n",
-                               env={**os.environ, 'VENV': str(Path(sys.executable).parent.parent)}, timeout=60)
+        shown = make(stack.base, 'sql', input="SELECT name FROM vc_admin WHERE email = 'shell@example.org';\n")
     finally:
         admin_sql(stack, "DELETE FROM vc_admin WHERE email = 'shell@example.org'")
     assert shown.returncode == 0, shown.stderr
